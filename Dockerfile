@@ -1,0 +1,19 @@
+# Builds the nixos2docker BuildKit frontend image: one static binary on scratch.
+# GO_IMAGE is a build arg so the image also builds where no public registry is
+# reachable (the test harness passes a Go image it made and pushed itself).
+ARG GO_IMAGE=golang:1.26
+FROM ${GO_IMAGE} AS build
+ARG GOPROXY=https://proxy.golang.org,direct
+ENV CGO_ENABLED=0 GOFLAGS=-trimpath GOPROXY=${GOPROXY}
+WORKDIR /src
+COPY go.mod go.sum ./
+RUN --mount=type=cache,id=nixos2docker-gomod,target=/root/go/pkg/mod \
+    go mod download
+COPY . .
+RUN --mount=type=cache,id=nixos2docker-gomod,target=/root/go/pkg/mod \
+    --mount=type=cache,id=nixos2docker-gobuild,target=/root/.cache/go-build \
+    go build -ldflags "-s -w" -o /out/nixos2docker-frontend ./frontend/cmd/nixos2docker-frontend
+
+FROM scratch
+COPY --from=build /out/nixos2docker-frontend /bin/nixos2docker-frontend
+ENTRYPOINT ["/bin/nixos2docker-frontend"]

@@ -1,0 +1,121 @@
+package imagespec
+
+import (
+	"encoding/json"
+	"errors"
+	"os"
+	"strings"
+	"testing"
+)
+
+func fixture(t *testing.T) []byte {
+	t.Helper()
+	data, err := os.ReadFile("testdata/spec-v1.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return data
+}
+
+func TestParseFixture(t *testing.T) {
+	s, err := Parse(fixture(t))
+	if err != nil {
+		t.Fatalf("Parse: %v", err)
+	}
+	if s.ImageName != "web" || s.ImageTag != "latest" || s.MaxLayers != 125 {
+		t.Errorf("header = %q:%q max %d", s.ImageName, s.ImageTag, s.MaxLayers)
+	}
+	if len(s.Closure) != 4 || s.TotalNarSize() != 20480+31457280*2+4096 {
+		t.Errorf("closure: %d paths, %d bytes", len(s.Closure), s.TotalNarSize())
+	}
+	if s.Config.StopSignal != "SIGRTMIN+3" || s.Config.Healthcheck == nil || s.Config.Healthcheck.Interval.Seconds() != 30 {
+		t.Errorf("config = %+v", s.Config)
+	}
+	if got := s.Skeleton[1].FileMode(); got != 0o1777 {
+		t.Errorf("/tmp mode = %o", got)
+	}
+	if got := s.Skeleton[2].FileMode(); got != 0o755 {
+		t.Errorf("/etc mode = %o", got)
+	}
+}
+
+// mutate decodes the fixture into a generic tree, lets f change it and
+// re-encodes it, so each bad-input case is one precise edit of a valid spec.
+func mutate(t *testing.T, f func(m map[string]any)) []byte {
+	t.Helper()
+	var m map[string]any
+	if err := json.Unmarshal(fixture(t), &m); err != nil {
+		t.Fatal(err)
+	}
+	f(m)
+	out, err := json.Marshal(m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+func closureAt(m map[string]any, i int) map[string]any {
+	return m["closure"].([]any)[i].(map[string]any)
+}
+
+func TestParseErrors(t *testing.T) {
+	cases := []struct {
+		name  string
+		data  []byte
+		field string
+		want  string
+	}{
+		{"not json", []byte("{"), "", "not a JSON object"},
+		{"missing version", mutate(t, func(m map[string]any) { delete(m, "version") }), "version", "missing"},
+		{"unknown version", mutate(t, func(m map[string]any) { m["version"] = 7 }), "version", "unsupported version 7"},
+		{"missing name", mutate(t, func(m map[string]any) { delete(m, "imageName") }), "imageName", "missing"},
+		{"maxLayers 1", mutate(t, func(m map[string]any) { m["maxLayers"] = 1 }), "maxLayers", "at least 2"},
+		{"empty closure", mutate(t, func(m map[string]any) { m["closure"] = []any{} }), "closure", "empty"},
+		{"missing closure", mutate(t, func(m map[string]any) { delete(m, "closure") }), "closure", "empty"},
+		{"duplicate path", mutate(t, func(m map[string]any) {
+			closureAt(m, 2)["path"] = closureAt(m, 1)["path"]
+		}), "closure[2].path", "appears twice"},
+		{"dangling reference", mutate(t, func(m map[string]any) {
+			closureAt(m, 2)["references"] = []any{"/nix/store/zzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzz-gone"}
+		}), "closure[2].references[0]", "is not in the closure"},
+		{"path outside store", mutate(t, func(m map[string]any) { closureAt(m, 3)["path"] = "/usr/lib/x" }), "closure[3].path", "not in /nix/store"},
+		{"bad store path", mutate(t, func(m map[string]any) { closureAt(m, 3)["path"] = "/nix/store/short" }), "closure[3].path", "not a store path"},
+		{"bad narHash", mutate(t, func(m map[string]any) { closureAt(m, 0)["narHash"] = "md5:x" }), "closure[0].narHash", "not a sha256"},
+		{"toplevel not in closure", mutate(t, func(m map[string]any) {
+			m["toplevel"] = "/nix/store/zzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzz-other"
+		}), "toplevel", "not in the closure"},
+		{"no entrypoint", mutate(t, func(m map[string]any) { delete(m["config"].(map[string]any), "Entrypoint") }), "config.Entrypoint", "nothing to run"},
+		{"wrong type", mutate(t, func(m map[string]any) { m["maxLayers"] = "many" }), "", "malformed"},
+		{"skeleton relative", mutate(t, func(m map[string]any) {
+			m["skeleton"].([]any)[0].(map[string]any)["path"] = "init"
+		}), "skeleton[0].path", "clean absolute path"},
+		{"skeleton in store", mutate(t, func(m map[string]any) {
+			m["skeleton"].([]any)[0].(map[string]any)["path"] = "/nix/store/x"
+		}), "skeleton[0].path", "inside the store"},
+		{"skeleton bad mode", mutate(t, func(m map[string]any) {
+			m["skeleton"].([]any)[1].(map[string]any)["mode"] = "rwx"
+		}), "skeleton[1].mode", "octal mode"},
+		{"skeleton bad type", mutate(t, func(m map[string]any) {
+			m["skeleton"].([]any)[1].(map[string]any)["type"] = "fifo"
+		}), "skeleton[1].type", "not one of"},
+		{"symlink without target", mutate(t, func(m map[string]any) {
+			delete(m["skeleton"].([]any)[0].(map[string]any), "target")
+		}), "skeleton[0].target", "missing"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			_, err := Parse(c.data)
+			if err == nil {
+				t.Fatal("Parse accepted a bad spec")
+			}
+			var se *Error
+			if !errors.As(err, &se) {
+				t.Fatalf("error %T is not *Error: %v", err, err)
+			}
+			if se.Field != c.field || !strings.Contains(se.Msg, c.want) {
+				t.Errorf("error = %q (field %q), want field %q containing %q", err, se.Field, c.field, c.want)
+			}
+		})
+	}
+}
