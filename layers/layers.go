@@ -1,0 +1,364 @@
+// Package layers splits a Nix closure into a bounded number of image layers
+// so that rebuilding an image after a change re-creates as few bytes as
+// possible. The BuildKit frontend and the Nix-native image assembler both use
+// it, so both faces of nixos2docker give the same layers.
+//
+// # The problem
+//
+// A store path's layer has to be re-created whenever any of its members
+// changes, and a store path changes whenever it or anything in its closure
+// changes (its hash changes). A change to one path X therefore changes X and
+// all its ancestors (the paths that depend on it); every layer holding one of
+// those is re-created, including the bytes of its members that did not
+// change. Those bytes are the waste this package minimises. With one path per
+// layer there is no waste, but images are limited to about a hundred layers
+// while a NixOS closure has thousands of paths.
+//
+// # The algorithm
+//
+//  1. Volatile part. The toplevel, and every path of at most
+//     VolatileMaxSize bytes whose referrers are all volatile, form one layer,
+//     always the topmost. These are the paths generated from the
+//     configuration: etc, the unit files and their config files, system-path,
+//     the activation script. They change with every configuration change and
+//     are small, so they never share a layer with a stable path; a package
+//     referenced only by a unit file is not small and stays stable.
+//  2. Owners. Of the remaining (stable) paths, the largest get layers of
+//     their own ("owners"), as many as the budget allows after the volatile
+//     layer and one layer for leftovers. Large paths first because a path's
+//     waste is proportional to its size; the popular roots of a NixOS closure
+//     (glibc, gcc's libraries, systemd) are among the largest.
+//  3. Attachment. Every other stable path P joins the owner whose closure
+//     contains P and is smallest. Because P is in that owner's closure, the
+//     owner's layer changes exactly when the owner itself changes: an owner's
+//     bytes are never wasted, and P's bytes only when something between P and
+//     its owner changes — the smallest such closure makes that least likely.
+//  4. Leftovers. Stable paths that no owner depends on (small top-level
+//     packages referenced only from the volatile part) share one layer. If
+//     there are none, that slot goes to one more owner.
+//
+// Layers are ordered from the smallest owner closure (most stable, e.g.
+// glibc) to the volatile layer, so a registry or a layer store that keys
+// layers by their chain keeps the longest prefix.
+//
+// # Compared with dockerTools and nix2container
+//
+// nixpkgs' dockerTools (references-by-popularity) and nix2container rank
+// paths by a "popularity contest" (how often a path appears in the unrolled
+// reference tree), give each of the first maxLayers-1 paths its own layer and
+// put everything else, the toplevel and the configuration included, in one
+// final layer: any configuration change re-creates that whole layer, usually
+// most of the image's bytes. Here a configuration change re-creates only the
+// small volatile layer, and a package bump re-creates the owners that depend
+// on it plus the few small paths attached to them (see the benchmark in this
+// package for both figures on a synthetic NixOS-shaped closure).
+//
+// Assign is deterministic: the input's order does not matter, ties are
+// broken by store path name.
+package layers
+
+import (
+	"cmp"
+	"errors"
+	"fmt"
+	"slices"
+
+	"github.com/nixos2docker/nixos2docker/nixeval/imagespec"
+)
+
+// VolatileMaxSize is the largest NAR size of a path that counts as
+// configuration when it is only reachable through configuration paths.
+// Unit files, config files, etc and system-path are far below it; packages
+// referenced only by a unit file (a service's binary) are usually above.
+const VolatileMaxSize = 1 << 20
+
+// Path is one store path of the closure.
+type Path struct {
+	Path       string
+	NarSize    int64
+	References []string
+}
+
+// Layer is one group of store paths.
+type Layer struct {
+	// Paths is sorted.
+	Paths []string
+	// Size is the sum of the paths' NAR sizes.
+	Size int64
+}
+
+// Options tune Assign.
+type Options struct {
+	// MaxLayers is the budget for store-path layers, at least 1.
+	MaxLayers int
+	// Toplevel is the volatile root (a NixOS system's toplevel); it must be
+	// one of the paths, or "" when there is none.
+	Toplevel string
+}
+
+// FromSpec returns the spec's closure as Assign's input.
+func FromSpec(s *imagespec.Spec) []Path {
+	out := make([]Path, len(s.Closure))
+	for i, p := range s.Closure {
+		out[i] = Path{Path: p.Path, NarSize: p.NarSize, References: p.References}
+	}
+	return out
+}
+
+// graph is the closure with paths numbered in name order, so every later
+// step is deterministic whatever the input order.
+type graph struct {
+	name  []string
+	size  []int64
+	refs  [][]int32 // references, self-references dropped, sorted
+	rrefs [][]int32 // referrers, sorted
+	topo  []int32   // referrers before references
+}
+
+func newGraph(paths []Path) (*graph, error) {
+	n := len(paths)
+	sorted := slices.Clone(paths)
+	slices.SortFunc(sorted, func(a, b Path) int { return cmp.Compare(a.Path, b.Path) })
+	g := &graph{
+		name:  make([]string, n),
+		size:  make([]int64, n),
+		refs:  make([][]int32, n),
+		rrefs: make([][]int32, n),
+	}
+	index := make(map[string]int32, n)
+	for i, p := range sorted {
+		if p.Path == "" {
+			return nil, errors.New("layers: a path has an empty name")
+		}
+		if p.NarSize < 0 {
+			return nil, fmt.Errorf("layers: %s has a negative size (%d)", p.Path, p.NarSize)
+		}
+		if i > 0 && sorted[i-1].Path == p.Path {
+			return nil, fmt.Errorf("layers: %s appears twice", p.Path)
+		}
+		index[p.Path] = int32(i)
+		g.name[i] = p.Path
+		g.size[i] = p.NarSize
+	}
+	for i, p := range sorted {
+		refs := make([]int32, 0, len(p.References))
+		for _, r := range p.References {
+			j, ok := index[r]
+			if !ok {
+				return nil, fmt.Errorf("layers: %s (referenced by %s) is not in the closure", r, p.Path)
+			}
+			if j != int32(i) {
+				refs = append(refs, j)
+			}
+		}
+		slices.Sort(refs)
+		refs = slices.Compact(refs)
+		g.refs[i] = refs
+		for _, j := range refs {
+			g.rrefs[j] = append(g.rrefs[j], int32(i))
+		}
+	}
+	// Kahn's algorithm; referrers come in ascending order, so rrefs are
+	// sorted already.
+	indeg := make([]int, n)
+	for i := range n {
+		indeg[i] = len(g.rrefs[i])
+	}
+	g.topo = make([]int32, 0, n)
+	for i := range n {
+		if indeg[i] == 0 {
+			g.topo = append(g.topo, int32(i))
+		}
+	}
+	for k := 0; k < len(g.topo); k++ {
+		for _, j := range g.refs[g.topo[k]] {
+			if indeg[j]--; indeg[j] == 0 {
+				g.topo = append(g.topo, j)
+			}
+		}
+	}
+	if len(g.topo) != n {
+		for i := range n {
+			if indeg[i] > 0 {
+				return nil, fmt.Errorf("layers: %s is part of a reference cycle", g.name[i])
+			}
+		}
+	}
+	return g, nil
+}
+
+// Assign groups paths into at most opts.MaxLayers disjoint layers, ordered
+// from the most stable (bottom) to the most volatile (top). Every path is in
+// exactly one layer and no layer is empty.
+func Assign(paths []Path, opts Options) ([]Layer, error) {
+	if opts.MaxLayers < 1 {
+		return nil, fmt.Errorf("layers: MaxLayers is %d, at least 1 is needed", opts.MaxLayers)
+	}
+	if len(paths) == 0 {
+		return nil, nil
+	}
+	g, err := newGraph(paths)
+	if err != nil {
+		return nil, err
+	}
+	n := len(g.name)
+	if opts.MaxLayers == 1 {
+		return []Layer{g.layer(g.topo)}, nil
+	}
+
+	volatile := make([]bool, n)
+	var volatileSet, stable []int32
+	if opts.Toplevel != "" {
+		t, found := slices.BinarySearch(g.name, opts.Toplevel)
+		if !found {
+			return nil, fmt.Errorf("layers: toplevel %s is not in the closure", opts.Toplevel)
+		}
+		volatile[t] = true
+	}
+	for _, i := range g.topo {
+		if !volatile[i] && len(g.rrefs[i]) > 0 && g.size[i] <= VolatileMaxSize {
+			volatile[i] = true
+			for _, r := range g.rrefs[i] {
+				if !volatile[r] {
+					volatile[i] = false
+					break
+				}
+			}
+		}
+		if volatile[i] {
+			volatileSet = append(volatileSet, i)
+		} else {
+			stable = append(stable, i)
+		}
+	}
+
+	budget := opts.MaxLayers
+	if len(volatileSet) > 0 {
+		budget--
+	}
+	var out []Layer
+	if len(stable) > 0 {
+		out = g.stableLayers(stable, budget)
+	}
+	if len(volatileSet) > 0 {
+		out = append(out, g.layer(volatileSet))
+	}
+	return out, nil
+}
+
+// stableLayers splits the stable paths (in topological order) into at most
+// budget ≥ 1 layers: owners with their attached paths, then leftovers.
+func (g *graph) stableLayers(stable []int32, budget int) []Layer {
+	// Owner candidates: largest first.
+	cand := slices.Clone(stable)
+	slices.SortFunc(cand, func(a, b int32) int {
+		if c := cmp.Compare(g.size[b], g.size[a]); c != 0 {
+			return c
+		}
+		return cmp.Compare(a, b) // names are numbered in order
+	})
+	nOwners := min(budget-1, len(cand))
+	n := len(g.name)
+	isStable := make([]bool, n)
+	for _, i := range stable {
+		isStable[i] = true
+	}
+	owner := make([]int32, n)  // attached owner, -1 for leftovers
+	closure := make([]int, n) // closure size of owners
+	stamp := make([]int32, n)
+	var queue []int32
+	closureSize := func(o int32) int {
+		// BFS over references; stamp with o+1 so no clearing is needed.
+		queue = append(queue[:0], o)
+		stamp[o] = o + 1
+		for k := 0; k < len(queue); k++ {
+			for _, j := range g.refs[queue[k]] {
+				if stamp[j] != o+1 {
+					stamp[j] = o + 1
+					queue = append(queue, j)
+				}
+			}
+		}
+		return len(queue)
+	}
+	// better reports whether owner a is a better home than owner b.
+	better := func(a, b int32) bool {
+		if b < 0 {
+			return true
+		}
+		if closure[a] != closure[b] {
+			return closure[a] < closure[b]
+		}
+		return a < b
+	}
+	isOwner := make([]bool, n)
+	attach := func() (leftovers int) {
+		for _, i := range stable {
+			if isOwner[i] {
+				owner[i] = i
+				continue
+			}
+			best := int32(-1)
+			for _, r := range g.rrefs[i] {
+				// owner[r] is the best owner among r and its ancestors;
+				// volatile referrers have none.
+				if isStable[r] && owner[r] >= 0 && better(owner[r], best) {
+					best = owner[r]
+				}
+			}
+			owner[i] = best
+			if best < 0 {
+				leftovers++
+			}
+		}
+		return leftovers
+	}
+	for _, o := range cand[:nOwners] {
+		isOwner[o] = true
+		closure[o] = closureSize(o)
+	}
+	if attach() == 0 && nOwners < len(cand) {
+		// No leftovers: the slot kept for them can hold one more owner.
+		o := cand[nOwners]
+		nOwners++
+		isOwner[o] = true
+		closure[o] = closureSize(o)
+		attach()
+	}
+
+	groups := make(map[int32][]int32, nOwners)
+	var leftovers []int32
+	for _, i := range stable {
+		if owner[i] < 0 {
+			leftovers = append(leftovers, i)
+		} else {
+			groups[owner[i]] = append(groups[owner[i]], i)
+		}
+	}
+	owners := slices.Clone(cand[:nOwners])
+	slices.SortFunc(owners, func(a, b int32) int {
+		if c := cmp.Compare(closure[a], closure[b]); c != 0 {
+			return c
+		}
+		return cmp.Compare(a, b)
+	})
+	out := make([]Layer, 0, len(owners)+1)
+	for _, o := range owners {
+		out = append(out, g.layer(groups[o]))
+	}
+	if len(leftovers) > 0 {
+		out = append(out, g.layer(leftovers))
+	}
+	return out
+}
+
+func (g *graph) layer(members []int32) Layer {
+	l := Layer{Paths: make([]string, len(members))}
+	sorted := slices.Clone(members)
+	slices.Sort(sorted)
+	for k, i := range sorted {
+		l.Paths[k] = g.name[i]
+		l.Size += g.size[i]
+	}
+	return l
+}
