@@ -263,7 +263,7 @@ func (g *graph) stableLayers(stable []int32, budget int) []Layer {
 	for _, i := range stable {
 		isStable[i] = true
 	}
-	owner := make([]int32, n)  // attached owner, -1 for leftovers
+	owner := make([]int32, n) // attached owner, -1 for leftovers
 	closure := make([]int, n) // closure size of owners
 	stamp := make([]int32, n)
 	var queue []int32
