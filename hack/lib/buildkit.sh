@@ -55,6 +55,7 @@ n2d_buildkit_sock() { printf '%s\n' "$N2D_STATE/buildkitd/buildkitd.sock"; }
 n2d_env_vars() {
 	cat <<EOF
 BUILDKIT_HOST=unix://$(n2d_buildkit_sock)
+BUILDKIT_ROOT=$N2D_STATE/buildkitd/root
 REGISTRY=$N2D_REGISTRY_ADDR
 FRONTEND_IMAGE=$N2D_FRONTEND_IMAGE
 BUILDER_IMAGE=$N2D_BUILDER_IMAGE

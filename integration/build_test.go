@@ -1,0 +1,178 @@
+package integration
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/moby/buildkit/client"
+	"github.com/tonistiigi/fsutil"
+)
+
+// buildRequest is one build of a `# syntax=` file through BuildKit's dockerfile frontend, the
+// way buildctl and buildx send it.
+type buildRequest struct {
+	// ContextDir is the build context (the flake of the example).
+	ContextDir string
+	// File is the `# syntax=` file's content; written to a temp dir as "Dockerfile".
+	File string
+	// Attrs are extra frontend attributes: "target", "build-arg:NAME", …
+	Attrs map[string]string
+	// OCIDest, when set, receives the image as an OCI layout tarball.
+	OCIDest string
+	// NoCache disables BuildKit's cache for this build.
+	NoCache bool
+}
+
+// buildResult is what one build did.
+type buildResult struct {
+	Response *client.SolveResponse
+	Vertices []*client.Vertex // final state of every vertex, by first appearance
+	Logs     string           // vertex logs (stdout/stderr of steps, frontend messages)
+	Took     time.Duration
+}
+
+// Digest is the exported image's manifest digest.
+func (r *buildResult) Digest() string {
+	if r == nil || r.Response == nil {
+		return ""
+	}
+	return r.Response.ExporterResponse["containerimage.digest"]
+}
+
+// Worked returns the names of the vertices that ran rather than came from the cache.
+func (r *buildResult) Worked() []string {
+	var out []string
+	for _, v := range r.Vertices {
+		if v.Started != nil && !v.Cached {
+			out = append(out, v.Name)
+		}
+	}
+	return out
+}
+
+// syntaxFile returns a file whose first line selects the env's frontend, then the rest.
+func (e *testEnv) syntaxFile(rest string) string {
+	return "# syntax=" + e.FrontendImage + "\n" + rest
+}
+
+// frontendAttrs are the attributes every build of ours passes: which builder image to use.
+func (e *testEnv) frontendAttrs(extra map[string]string) map[string]string {
+	attrs := map[string]string{
+		"build-arg:BUILDER_IMAGE": e.BuilderImage,
+	}
+	for k, v := range extra {
+		attrs[k] = v
+	}
+	return attrs
+}
+
+// solve runs one build through the Go client and collects its status.
+func (e *testEnv) solve(ctx context.Context, t *testing.T, req buildRequest) (*buildResult, error) {
+	t.Helper()
+	c := e.client(t)
+	dfDir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dfDir, "Dockerfile"), []byte(req.File), 0o644); err != nil {
+		return nil, fmt.Errorf("writing the build file: %w", err)
+	}
+	ctxFS, err := fsutil.NewFS(req.ContextDir)
+	if err != nil {
+		return nil, fmt.Errorf("context %s: %w", req.ContextDir, err)
+	}
+	dfFS, err := fsutil.NewFS(dfDir)
+	if err != nil {
+		return nil, fmt.Errorf("dockerfile dir: %w", err)
+	}
+	opt := client.SolveOpt{
+		Frontend:      "dockerfile.v0",
+		FrontendAttrs: e.frontendAttrs(req.Attrs),
+		LocalMounts:   map[string]fsutil.FS{"context": ctxFS, "dockerfile": dfFS},
+	}
+	if req.NoCache {
+		opt.FrontendAttrs["no-cache"] = ""
+	}
+	if req.OCIDest != "" {
+		dest := req.OCIDest
+		opt.Exports = []client.ExportEntry{{
+			Type: client.ExporterOCI,
+			Output: func(map[string]string) (io.WriteCloser, error) {
+				return os.Create(dest)
+			},
+		}}
+	}
+	ch := make(chan *client.SolveStatus)
+	res := &buildResult{}
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		res.Vertices, res.Logs = collectStatus(ch)
+	}()
+	start := time.Now()
+	resp, err := c.Solve(ctx, nil, opt, ch)
+	wg.Wait()
+	res.Took = time.Since(start)
+	res.Response = resp
+	if err != nil {
+		return res, fmt.Errorf("build failed after %s: %w\n--- build log (tail) ---\n%s", res.Took.Round(time.Millisecond), err, tail(res.Logs, 30))
+	}
+	return res, nil
+}
+
+// collectStatus drains a status channel into the final state of each vertex and the logs.
+func collectStatus(ch chan *client.SolveStatus) ([]*client.Vertex, string) {
+	byDigest := map[string]*client.Vertex{}
+	var order []string
+	var logs strings.Builder
+	for s := range ch {
+		for _, v := range s.Vertexes {
+			d := v.Digest.String()
+			if _, ok := byDigest[d]; !ok {
+				order = append(order, d)
+			}
+			byDigest[d] = v
+		}
+		for _, l := range s.Logs {
+			logs.Write(l.Data)
+		}
+		for _, w := range s.Warnings {
+			fmt.Fprintf(&logs, "WARNING: %s\n", w.Short)
+		}
+	}
+	out := make([]*client.Vertex, 0, len(order))
+	for _, d := range order {
+		out = append(out, byDigest[d])
+	}
+	return out, logs.String()
+}
+
+// prune removes everything from BuildKit's cache (cache mounts included): the next build is cold.
+func (e *testEnv) prune(ctx context.Context, t *testing.T) {
+	t.Helper()
+	c := e.client(t)
+	ch := make(chan client.UsageInfo)
+	go func() {
+		for range ch {
+		}
+	}()
+	if err := c.Prune(ctx, ch, client.PruneAll); err != nil {
+		t.Fatalf("pruning the BuildKit cache: %v", err)
+	}
+}
+
+// sortedKeys returns m's keys, sorted.
+func sortedKeys[V any](m map[string]V) []string {
+	out := make([]string, 0, len(m))
+	for k := range m {
+		out = append(out, k)
+	}
+	sort.Strings(out)
+	return out
+}

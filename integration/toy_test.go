@@ -1,0 +1,207 @@
+package integration
+
+// The toy example built end to end through the frontend image, the way users build: a
+// `# syntax=` file, buildctl and `docker buildx build`. These tests fail (never skip) while the
+// frontend or the toy example is not there yet.
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+// TestToyBuildctl: buildctl with the `# syntax=` file exports an OCI image that holds the toy's
+// closure exactly, with the spec's config.
+func TestToyBuildctl(t *testing.T) {
+	e := requireEnv(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Minute)
+	defer cancel()
+	dir := e.toyDir(t)
+	spec, err := e.expectedSpec(ctx, t, dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmp := t.TempDir()
+	if err := os.WriteFile(filepath.Join(tmp, "Dockerfile"), []byte(e.toyFile()), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	dest := filepath.Join(tmp, "toy.oci.tar")
+	res, err := e.buildctl(ctx, "build", "--progress=plain",
+		"--frontend", "dockerfile.v0",
+		"--local", "context="+dir, "--local", "dockerfile="+tmp,
+		"--opt", "build-arg:BUILDER_IMAGE="+e.BuilderImage,
+		"--output", "type=oci,dest="+dest)
+	if err != nil {
+		t.Fatalf("buildctl build of the toy: %v", err)
+	}
+	t.Logf("buildctl build took %s", res.Took.Round(time.Millisecond))
+	img, err := readOCITar(dest)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("image %s, %d layers:\n%s", img.ManifestDigest, len(img.Layers), describeLayers(img))
+	checkImage(t, img, spec)
+}
+
+// TestToyBuildx: `docker buildx build` on the remote-driver builder gives an image with the
+// same checks, and the same image manifest as a build through the Go client.
+func TestToyBuildx(t *testing.T) {
+	e := requireEnv(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Minute)
+	defer cancel()
+	dir := e.toyDir(t)
+	spec, err := e.expectedSpec(ctx, t, dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmp := t.TempDir()
+	file := filepath.Join(tmp, "toy.nix2docker")
+	if err := os.WriteFile(file, []byte(e.toyFile()), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	dest := filepath.Join(tmp, "toy.oci.tar")
+	res, err := run(ctx, nil, "docker", "buildx", "build", "--builder", e.BuildxBuilder,
+		"--progress=plain", "--provenance=false",
+		"-f", file, "--build-arg", "BUILDER_IMAGE="+e.BuilderImage,
+		"--output", "type=oci,dest="+dest, dir)
+	if err != nil {
+		t.Fatalf("docker buildx build of the toy: %v", err)
+	}
+	t.Logf("docker buildx build took %s", res.Took.Round(time.Millisecond))
+	img, err := readOCITar(dest)
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkImage(t, img, spec)
+
+	again, _ := e.buildToy(ctx, t, dir, nil)
+	if again.ManifestDigest != img.ManifestDigest {
+		t.Errorf("buildx gave %s, the Go client %s for the same input", img.ManifestDigest, again.ManifestDigest)
+	}
+}
+
+// TestToyColdBuildsAreReproducible: two cold builds, BuildKit's cache pruned before each, give
+// the same manifest digest.
+func TestToyColdBuildsAreReproducible(t *testing.T) {
+	e := requireEnv(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Minute)
+	defer cancel()
+	dir := e.toyDir(t)
+	e.prune(ctx, t)
+	first, r1 := e.buildToy(ctx, t, dir, nil)
+	e.prune(ctx, t)
+	second, r2 := e.buildToy(ctx, t, dir, nil)
+	t.Logf("cold builds: %s and %s", r1.Took.Round(time.Millisecond), r2.Took.Round(time.Millisecond))
+	if first.ManifestDigest != second.ManifestDigest {
+		t.Errorf("cold builds differ: %s vs %s", first.ManifestDigest, second.ManifestDigest)
+		for i := range min(len(first.Layers), len(second.Layers)) {
+			if first.Layers[i].Digest != second.Layers[i].Digest {
+				t.Errorf("layer %d: %s vs %s", i, first.Layers[i].Digest, second.Layers[i].Digest)
+			}
+		}
+	}
+}
+
+// sourceStep says whether a vertex only brings inputs in (context transfer, image metadata,
+// the frontend itself) rather than making a layer: those run on every build.
+func sourceStep(name string) bool {
+	for _, p := range []string{"[internal]", "load ", "resolve image config", "[context ", "local://", "docker-image://", "exporting", "sending tarball"} {
+		if strings.HasPrefix(name, p) || strings.Contains(name, "load build definition") || strings.Contains(name, "load metadata") {
+			return true
+		}
+	}
+	return false
+}
+
+// TestToyNoopRebuild: building the same input again re-creates no layer: every step that is
+// not a source is cached, and the manifest is the same.
+func TestToyNoopRebuild(t *testing.T) {
+	e := requireEnv(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Minute)
+	defer cancel()
+	dir := e.toyDir(t)
+	first, _ := e.buildToy(ctx, t, dir, nil)
+	second, res := e.buildToy(ctx, t, dir, nil)
+	if first.ManifestDigest != second.ManifestDigest {
+		t.Errorf("rebuild with nothing changed: %s, then %s", first.ManifestDigest, second.ManifestDigest)
+	}
+	var worked []string
+	for _, name := range res.Worked() {
+		if !sourceStep(name) {
+			worked = append(worked, name)
+		}
+	}
+	if len(worked) > 0 {
+		t.Errorf("rebuild with nothing changed ran %d steps (want all cached):\n  %s", len(worked), strings.Join(worked, "\n  "))
+	}
+	t.Logf("no-op rebuild took %s", res.Took.Round(time.Millisecond))
+}
+
+// TestToyOneChangeRebuild: after changing one toy derivation, the layers holding only unchanged
+// store paths keep their digests and the layers holding changed paths get new ones.
+func TestToyOneChangeRebuild(t *testing.T) {
+	e := requireEnv(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Minute)
+	defer cancel()
+	orig := e.toyDir(t)
+	changed := copyToyWithChange(t, orig)
+
+	before, _ := e.buildToy(ctx, t, orig, nil)
+	after, res := e.buildToy(ctx, t, changed, nil)
+	t.Logf("one-change rebuild took %s", res.Took.Round(time.Millisecond))
+
+	oldPaths := layerOf(before)
+	oldLayers := map[string]bool{}
+	for _, l := range before.Layers {
+		oldLayers[l.Digest] = true
+	}
+	newPaths := 0
+	for i, l := range after.Layers {
+		var fresh []string
+		for _, p := range l.StorePaths() {
+			if _, ok := oldPaths[p]; !ok {
+				fresh = append(fresh, p)
+			}
+		}
+		newPaths += len(fresh)
+		switch {
+		case len(l.StorePaths()) == 0:
+			// The skeleton points at the toplevel, which changed: it may change too.
+		case len(fresh) == 0 && !oldLayers[l.Digest]:
+			t.Errorf("layer %d (%s) holds only unchanged paths but was re-created", i, short(l.Digest))
+		case len(fresh) > 0 && oldLayers[l.Digest]:
+			t.Errorf("layer %d (%s) holds changed paths %v but kept its digest", i, short(l.Digest), fresh)
+		}
+	}
+	if newPaths == 0 {
+		t.Fatalf("the change to the toy changed no store path: the test did not change a derivation")
+	}
+}
+
+// copyToyWithChange copies the toy flake to a temp dir and changes one derivation in it: the
+// toy's "changeme" file if it has one, else the text of its first derivation's builder script.
+func copyToyWithChange(t *testing.T, src string) string {
+	t.Helper()
+	dst := filepath.Join(t.TempDir(), "toy")
+	if err := os.CopyFS(dst, os.DirFS(src)); err != nil {
+		t.Fatalf("copying the toy: %v", err)
+	}
+	// examples/toy/CHANGE names a file of the toy whose content only one derivation reads.
+	hook, err := os.ReadFile(filepath.Join(dst, "CHANGE"))
+	if err != nil {
+		t.Fatalf("examples/toy/CHANGE (the file naming what to change for a one-derivation change) is missing: %v", err)
+	}
+	target := filepath.Join(dst, strings.TrimSpace(string(hook)))
+	f, err := os.OpenFile(target, os.O_APPEND|os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatalf("opening %s: %v", target, err)
+	}
+	defer f.Close()
+	if _, err := f.WriteString("\n# changed by the integration test " + time.Now().UTC().Format(time.RFC3339Nano) + "\n"); err != nil {
+		t.Fatal(err)
+	}
+	return dst
+}
