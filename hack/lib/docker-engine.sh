@@ -183,19 +183,16 @@ engine_up() {
 
 # engine_ns_pids: host PIDs of processes in the engine's recorded mount or network namespace.
 engine_ns_pids() {
-  local mntns netns p
-  mntns=$(cat "$ENGINE_RUN/mntns" 2>/dev/null || true)
-  netns=$(cat "$ENGINE_RUN/netns" 2>/dev/null || true)
+  local mntns netns
+  # "mnt:[4026532249]" -> 4026532249 (the namespace's inode)
+  mntns=$(sed -n 's/.*\[\([0-9]*\)\]/\1/p' "$ENGINE_RUN/mntns" 2>/dev/null || true)
+  netns=$(sed -n 's/.*\[\([0-9]*\)\]/\1/p' "$ENGINE_RUN/netns" 2>/dev/null || true)
   [[ -n "$mntns$netns" ]] || return 0
-  for p in /proc/[0-9]*; do
-    [[ "${p#/proc/}" == "$$" || "${p#/proc/}" == "$BASHPID" ]] && continue
-    local m n
-    m=$(readlink "$p/ns/mnt" 2>/dev/null) || continue
-    n=$(readlink "$p/ns/net" 2>/dev/null) || continue
-    if [[ (-n "$mntns" && "$m" == "$mntns") || (-n "$netns" && "$n" == "$netns") ]]; then
-      echo "${p#/proc/}"
-    fi
-  done
+  # One stat for all processes: a loop of readlinks over /proc takes seconds.
+  stat -L -c '%i %n' /proc/[0-9]*/ns/mnt /proc/[0-9]*/ns/net 2>/dev/null |
+    awk -v m="${mntns:-x}" -v n="${netns:-x}" '
+      ($1 == m && $2 ~ /\/mnt$/) || ($1 == n && $2 ~ /\/net$/) { split($2, a, "/"); print a[3] }' |
+    sort -un
 }
 
 # engine_cgroup_pids: host PIDs in the engine's cgroup subtree.
@@ -271,14 +268,17 @@ engine_down() {
 # host mounts under its paths); exit 1 if anything does.
 engine_leftovers() {
   local found=0 p cg2
-  for p in $(engine_cgroup_pids; engine_ns_pids); do
+  for p in $( (engine_cgroup_pids; engine_ns_pids) | sort -un); do
     echo "process $p $(tr '\0' ' ' <"/proc/$p/cmdline" 2>/dev/null)"; found=1
   done
+  local comm
   for p in /proc/[0-9]*; do
-    case "$(cat "$p/comm" 2>/dev/null)" in
+    comm=
+    read -r comm <"$p/comm" 2>/dev/null || continue
+    case "$comm" in
     dockerd | containerd | containerd-shim*)
       if [[ "$(readlink "$p/exe" 2>/dev/null)" == "$ENGINE_ROOT"/* ]]; then
-        echo "process ${p#/proc/} $(cat "$p/comm")"; found=1
+        echo "process ${p#/proc/} $comm"; found=1
       fi
       ;;
     esac
