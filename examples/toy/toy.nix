@@ -1,0 +1,148 @@
+# The toy system for one Nix system. Shaped like the interface of a NixOS
+# configuration: config.system.build.{toplevel,dockerImageSpec}, plus `parts`
+# (every derivation by name) for tests.
+#
+# The closure has what the image code must handle: references between paths,
+# a multi-output derivation whose both outputs are referenced, a build-time-only
+# dependency (used while building toy-app, not referenced by anything), a
+# 64 MiB blob, a path that enters only through extraContents, and an init that
+# runs as PID 1 and exits 0 on SIGRTMIN+3 and SIGTERM. The text of toy-message
+# is examples/toy/message.txt: change that file to change one derivation.
+{ system }:
+let
+  imageSpec = import ../../nixos/lib/image-spec.nix;
+
+  # Debian's busybox-static enters the store by copy: the only step that
+  # reads the host (hence `sandbox = false`), and the only builder not
+  # from the store.
+  busybox = derivation {
+    name = "toy-busybox";
+    inherit system;
+    builder = "/bin/sh";
+    args = [
+      "-ec"
+      ''
+        /bin/busybox mkdir -p "$out/bin"
+        /bin/busybox cp /bin/busybox "$out/bin/busybox"
+        for applet in sh env cat cp dd echo head ln mkdir chmod sed sleep true yes; do
+          /bin/busybox ln -s busybox "$out/bin/$applet"
+        done
+      ''
+    ];
+  };
+
+  mkDrv =
+    name: script: extra:
+    derivation (
+      {
+        inherit name system;
+        builder = "${busybox}/bin/sh";
+        args = [
+          "-ec"
+          script
+        ];
+        PATH = "${busybox}/bin";
+      }
+      // extra
+    );
+
+  # Two outputs, both referenced by toy-app.
+  lib = mkDrv "toy-lib" ''
+    mkdir -p "$out/lib" "$doc/share/doc"
+    echo "toy library, run by ${busybox}/bin/sh" > "$out/lib/libtoy.txt"
+    echo "toy library documentation" > "$doc/share/doc/README"
+  '' { outputs = [ "out" "doc" ]; };
+
+  message = mkDrv "toy-message" ''
+    printf '%s' "$text" > "$out"
+  '' { text = builtins.readFile ./message.txt; };
+
+  # Build-time only: toy-app runs it while building; its output does not
+  # mention this path, so it is not in the closure.
+  buildtool = mkDrv "toy-buildtool" ''
+    mkdir -p "$out/bin"
+    printf '#!%s\necho "generated at build time"\n' "${busybox}/bin/sh" > "$out/bin/toy-gen"
+    chmod +x "$out/bin/toy-gen"
+  '' { };
+
+  app = mkDrv "toy-app" ''
+    mkdir -p "$out/bin" "$out/share"
+    ${buildtool}/bin/toy-gen > "$out/share/generated.txt"
+    cat > "$out/bin/toy-hello" <<EOS
+    #!${busybox}/bin/sh
+    cat ${message}
+    echo "lib: ${lib}/lib/libtoy.txt, doc: ${lib.doc}/share/doc/README"
+    EOS
+    chmod +x "$out/bin/toy-hello"
+  '' { };
+
+  # 64 MiB, deterministic, not all zeros.
+  blob = mkDrv "toy-blob" ''
+    yes "nixos2docker toy blob" | head -c 67108864 > "$out"
+  '' { };
+
+  # In the image only through extraContents.
+  extra = mkDrv "toy-extra" ''
+    echo "extra contents" > "$out"
+  '' { };
+
+  toplevel = mkDrv "toy-system" ''
+    mkdir -p "$out/sw/bin" "$out/etc"
+    ln -s ${busybox}/bin/sh "$out/sw/bin/sh"
+    ln -s ${busybox}/bin/env "$out/sw/bin/env"
+    ln -s ${busybox}/bin/cat "$out/sw/bin/cat"
+    ln -s ${app}/bin/toy-hello "$out/sw/bin/toy-hello"
+    ln -s ${blob} "$out/blob"
+    echo 'ID=toy' > "$out/etc/os-release"
+    # PID 1 ignores signals it has no handler for: trap SIGTERM and
+    # SIGRTMIN+3 (37 on Linux), and wait on a background sleep so the
+    # trap runs as soon as the signal arrives.
+    cat > "$out/init" <<EOS
+    #!${busybox}/bin/sh
+    echo "toy init: started"
+    ${app}/bin/toy-hello
+    trap 'echo "toy init: stopping"; exit 0' TERM 37
+    while :; do
+      ${busybox}/bin/sleep 3600 &
+      wait \$!
+    done
+    EOS
+    chmod +x "$out/init"
+  '' { };
+
+  dockerImageSpec = imageSpec {
+    inherit system toplevel;
+    shell = "${busybox}/bin/sh";
+    path = [ busybox ];
+    extraContents = [ extra ];
+    imageName = "toy";
+    imageTag = "latest";
+    maxLayers = 125;
+    config = {
+      Entrypoint = [ "${toplevel}/init" ];
+      Env = [
+        "container=docker"
+        "PATH=${toplevel}/sw/bin"
+      ];
+      StopSignal = "SIGRTMIN+3";
+      Labels."org.opencontainers.image.title" = "toy";
+    };
+  };
+in
+{
+  config.system.build = {
+    inherit toplevel dockerImageSpec;
+  };
+  parts = {
+    inherit
+      busybox
+      lib
+      message
+      buildtool
+      app
+      blob
+      extra
+      toplevel
+      ;
+  };
+}
