@@ -114,7 +114,16 @@ func buildImage(ctx context.Context, e *harness.Engine, tarPath, name string) (r
 	if err != nil {
 		return "", 0, fmt.Errorf("importing %s: %w", tarPath, err)
 	}
-	return ref, time.Since(t0), nil
+	took = time.Since(t0)
+	// Images of earlier root filesystems would pile up in the engine's cached data-root.
+	if out, err := e.Docker(ctx, "images", "--format", "{{.Repository}}:{{.Tag}}", imageRepoBase+name); err == nil {
+		for _, old := range strings.Fields(out) {
+			if old != ref {
+				_, _ = e.Docker(ctx, "rmi", old)
+			}
+		}
+	}
+	return ref, took, nil
 }
 
 // writeImageTar writes the root filesystem tar with the test units appended, leaving out the

@@ -212,7 +212,7 @@ func TestSystemdInDocker(t *testing.T) {
 		t.Run("stop-with-image-stop-signal", func(t *testing.T) {
 			needBooted(t)
 			f.stop, f.exit = stopAndWait(ctx, t, c, "", true)
-			assertUnitsStopped(t, c)
+			assertUnitsStopped(ctx, t, c)
 		})
 		if !booted {
 			st, _ := c.State(ctx)
@@ -227,7 +227,7 @@ func TestSystemdInDocker(t *testing.T) {
 			f.boot = "never"
 			f.boot = boot(ctx, t, c)
 			f.stop, f.exit = stopAndWait(ctx, t, c, "SIGTERM", true)
-			assertUnitsStopped(t, c)
+			assertUnitsStopped(ctx, t, c)
 		})
 		t.Run("writable-cgroups-own-cgroups", func(t *testing.T) {
 			f := figure{image: "patched", mode: "writable cgroups"}
@@ -417,15 +417,15 @@ func stopAndWait(ctx context.Context, t *testing.T, c *harness.Container, signal
 }
 
 // assertUnitsStopped checks the log shows each test unit stopped during shutdown.
-func assertUnitsStopped(t *testing.T, c *harness.Container) {
+func assertUnitsStopped(ctx context.Context, t *testing.T, c *harness.Container) {
 	t.Helper()
-	var all strings.Builder
-	for _, l := range c.Lines() {
-		all.WriteString(l.Text + "\n")
+	logs, err := c.Logs(ctx)
+	if err != nil {
+		t.Fatal(err)
 	}
 	for _, u := range []string{helloUnit, hardenedUnit} {
 		re := regexp.MustCompile(`Stopped ` + regexp.QuoteMeta(u) + `|` + regexp.QuoteMeta(u) + `: Deactivated successfully`)
-		if !re.MatchString(all.String()) {
+		if !re.MatchString(logs) {
 			t.Errorf("docker logs shows no clean stop of %s (want %s)", u, re)
 		}
 	}
