@@ -15,7 +15,7 @@ import (
 // running in buildkitd.
 func TestBadInputs(t *testing.T) {
 	e := requireEnv(t)
-	dir := e.toyDir(t)
+	dir := e.toyContext(t)
 	cases := []struct {
 		name  string
 		file  string
@@ -23,8 +23,9 @@ func TestBadInputs(t *testing.T) {
 		// want are patterns the error must match, each naming what went wrong.
 		want []*regexp.Regexp
 	}{{
-		name:  "unknown target",
-		file:  e.toyFile(),
+		name: "unknown target",
+		file: e.toyFile(),
+		// target replaces toyAttrs' own.
 		attrs: map[string]string{"target": "no-such-config"},
 		want: []*regexp.Regexp{
 			regexp.MustCompile(`no-such-config`),
@@ -32,16 +33,17 @@ func TestBadInputs(t *testing.T) {
 		},
 	}, {
 		name: "nix error in the body",
-		// Line 4 of the file is the broken one.
-		file: e.syntaxFile("{ ... }: {\n  networking.hostName = \"bad\";\n  broken = ;\n}\n"),
+		// The toy flake plus a body; line 5 of the file is the broken one.
+		file:  e.syntaxFile("# flake=.?dir=" + toyFlakeDir + "\n{ ... }: {\n  networking.hostName = \"bad\";\n  broken = ;\n}\n"),
+		attrs: toyAttrs(nil),
 		want: []*regexp.Regexp{
 			regexp.MustCompile(`(?i)syntax error|unexpected`),
-			regexp.MustCompile(`(?i)(line 4\b|:4(:\d+)?\b)`),
+			regexp.MustCompile(`(?i)(line 5\b|:5(:\d+)?\b)`),
 		},
 	}, {
 		name:  "missing builder image",
 		file:  e.toyFile(),
-		attrs: map[string]string{"build-arg:BUILDER_IMAGE": e.Registry + "/nixos2docker/no-such-builder:missing"},
+		attrs: toyAttrs(map[string]string{"build-arg:BUILDER_IMAGE": e.Registry + "/nixos2docker/no-such-builder:missing"}),
 		want: []*regexp.Regexp{
 			regexp.MustCompile(`no-such-builder`),
 			regexp.MustCompile(`(?i)not found|failed to resolve`),

@@ -27,7 +27,7 @@ func TestToyRunsInDocker(t *testing.T) {
 	e := requireEnv(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Minute)
 	defer cancel()
-	dir := e.toyDir(t)
+	dir := e.toyContext(t)
 	spec, err := e.expectedSpec(ctx, t, dir)
 	if err != nil {
 		t.Fatal(err)
@@ -56,7 +56,7 @@ func TestToyRunsInDocker(t *testing.T) {
 	}
 	res, err := run(ctx, []string{"DOCKER_HOST=" + eng.Host}, "docker", "buildx", "build",
 		"--builder", e.BuildxBuilder, "--progress=plain", "--provenance=false",
-		"-f", file, "--build-arg", "BUILDER_IMAGE="+e.BuilderImage,
+		"-f", file, "--target", toyTarget, "--build-arg", "BUILDER_IMAGE="+e.BuilderImage,
 		"--output", "type=docker,name="+tag, dir)
 	if err != nil {
 		t.Fatalf("docker buildx build --output type=docker into the engine: %v", err)

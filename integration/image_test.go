@@ -20,8 +20,15 @@ import (
 	"github.com/nixos2docker/nixos2docker/nixeval/imagespec"
 )
 
-// toyAttr is the flake attribute of the toy example's image spec.
-const toyAttr = "nixosConfigurations.toy.config.system.build.dockerImageSpec"
+// The toy example: a flake in examples/toy that imports ../../nixos/lib, so its build context
+// is a tree with both (see toyContext) and the flake is in a subdirectory of it.
+const (
+	toyFlakeDir = "examples/toy"
+	toyTarget   = "toy"
+	toyAttr     = "nixosConfigurations." + toyTarget + ".config.system.build.dockerImageSpec"
+	// toyChangeFile is the toy's file that only one derivation (toy-message) reads.
+	toyChangeFile = "examples/toy/message.txt"
+)
 
 // expectedSpec builds the image spec of the flake in dir with Nix in the builder image, without
 // the frontend: it is what the tests hold the frontend's image against.
@@ -32,7 +39,7 @@ func (e *testEnv) expectedSpec(ctx context.Context, t *testing.T, dir string) (*
 		return nil, fmt.Errorf("flake dir %s: %w", dir, err)
 	}
 	script := `set -e
-nix build --no-link --print-out-paths "path:/src#` + toyAttr + `" > /out/path
+nix build --no-link --print-out-paths "path:/src?dir=` + toyFlakeDir + `#` + toyAttr + `" > /out/path
 cp "$(cat /out/path)" /out/spec.json
 `
 	var data []byte
@@ -218,18 +225,34 @@ func short(d string) string {
 	return d
 }
 
-// toyDir is the toy example flake, or the test fails if it is not there yet.
-func (e *testEnv) toyDir(t *testing.T) string {
+// toyContext returns a fresh build context for the toy: a temp tree with copies of examples/toy
+// and nixos/ (what the toy flake reads), so tests can change it and nothing else of the
+// repository is sent. The test fails if the toy is not there.
+func (e *testEnv) toyContext(t *testing.T) string {
 	t.Helper()
-	dir := filepath.Join(e.Repo, "examples", "toy")
-	if _, err := os.Stat(filepath.Join(dir, "flake.nix")); err != nil {
+	if _, err := os.Stat(filepath.Join(e.Repo, toyFlakeDir, "flake.nix")); err != nil {
 		t.Fatalf("the toy example is missing (%v): examples/toy/flake.nix is part of issue 4", err)
 	}
-	return dir
+	dst := t.TempDir()
+	for _, d := range []string{toyFlakeDir, "nixos"} {
+		if err := os.CopyFS(filepath.Join(dst, d), os.DirFS(filepath.Join(e.Repo, d))); err != nil {
+			t.Fatalf("copying %s into the toy context: %v", d, err)
+		}
+	}
+	return dst
 }
 
-// toyFile is the `# syntax=` file that builds the toy flake in the context: no body.
-func (e *testEnv) toyFile() string { return e.syntaxFile("") }
+// toyFile is the `# syntax=` file that builds the toy flake of the context: no body.
+func (e *testEnv) toyFile() string { return e.syntaxFile("# flake=.?dir=" + toyFlakeDir + "\n") }
+
+// toyAttrs are the frontend attributes of a toy build: the configuration to build.
+func toyAttrs(extra map[string]string) map[string]string {
+	attrs := map[string]string{"target": toyTarget}
+	for k, v := range extra {
+		attrs[k] = v
+	}
+	return attrs
+}
 
 // describeLayers lists each layer's digest, size and store paths, for failure messages and logs.
 func describeLayers(img *ociImage) string {
@@ -253,7 +276,7 @@ func describeLayers(img *ociImage) string {
 func (e *testEnv) buildToy(ctx context.Context, t *testing.T, dir string, attrs map[string]string) (*ociImage, *buildResult) {
 	t.Helper()
 	dest := filepath.Join(t.TempDir(), "image.oci.tar")
-	res, err := e.solve(ctx, t, buildRequest{ContextDir: dir, File: e.toyFile(), Attrs: attrs, OCIDest: dest})
+	res, err := e.solve(ctx, t, buildRequest{ContextDir: dir, File: e.toyFile(), Attrs: toyAttrs(attrs), OCIDest: dest})
 	if err != nil {
 		t.Fatalf("building %s: %v", dir, err)
 	}

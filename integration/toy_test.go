@@ -19,7 +19,7 @@ func TestToyBuildctl(t *testing.T) {
 	e := requireEnv(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Minute)
 	defer cancel()
-	dir := e.toyDir(t)
+	dir := e.toyContext(t)
 	spec, err := e.expectedSpec(ctx, t, dir)
 	if err != nil {
 		t.Fatal(err)
@@ -32,7 +32,7 @@ func TestToyBuildctl(t *testing.T) {
 	res, err := e.buildctl(ctx, "build", "--progress=plain",
 		"--frontend", "dockerfile.v0",
 		"--local", "context="+dir, "--local", "dockerfile="+tmp,
-		"--opt", "build-arg:BUILDER_IMAGE="+e.BuilderImage,
+		"--opt", "target="+toyTarget, "--opt", "build-arg:BUILDER_IMAGE="+e.BuilderImage,
 		"--output", "type=oci,dest="+dest)
 	if err != nil {
 		t.Fatalf("buildctl build of the toy: %v", err)
@@ -52,7 +52,7 @@ func TestToyBuildx(t *testing.T) {
 	e := requireEnv(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Minute)
 	defer cancel()
-	dir := e.toyDir(t)
+	dir := e.toyContext(t)
 	spec, err := e.expectedSpec(ctx, t, dir)
 	if err != nil {
 		t.Fatal(err)
@@ -65,7 +65,7 @@ func TestToyBuildx(t *testing.T) {
 	dest := filepath.Join(tmp, "toy.oci.tar")
 	res, err := run(ctx, nil, "docker", "buildx", "build", "--builder", e.BuildxBuilder,
 		"--progress=plain", "--provenance=false",
-		"-f", file, "--build-arg", "BUILDER_IMAGE="+e.BuilderImage,
+		"-f", file, "--target", toyTarget, "--build-arg", "BUILDER_IMAGE="+e.BuilderImage,
 		"--output", "type=oci,dest="+dest, dir)
 	if err != nil {
 		t.Fatalf("docker buildx build of the toy: %v", err)
@@ -89,7 +89,7 @@ func TestToyColdBuildsAreReproducible(t *testing.T) {
 	e := requireEnv(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Minute)
 	defer cancel()
-	dir := e.toyDir(t)
+	dir := e.toyContext(t)
 	e.prune(ctx, t)
 	first, r1 := e.buildToy(ctx, t, dir, nil)
 	e.prune(ctx, t)
@@ -122,7 +122,7 @@ func TestToyNoopRebuild(t *testing.T) {
 	e := requireEnv(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Minute)
 	defer cancel()
-	dir := e.toyDir(t)
+	dir := e.toyContext(t)
 	first, _ := e.buildToy(ctx, t, dir, nil)
 	second, res := e.buildToy(ctx, t, dir, nil)
 	if first.ManifestDigest != second.ManifestDigest {
@@ -146,8 +146,9 @@ func TestToyOneChangeRebuild(t *testing.T) {
 	e := requireEnv(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Minute)
 	defer cancel()
-	orig := e.toyDir(t)
-	changed := copyToyWithChange(t, orig)
+	orig := e.toyContext(t)
+	changed := e.toyContext(t)
+	changeToy(t, changed)
 
 	before, _ := e.buildToy(ctx, t, orig, nil)
 	after, res := e.buildToy(ctx, t, changed, nil)
@@ -181,27 +182,15 @@ func TestToyOneChangeRebuild(t *testing.T) {
 	}
 }
 
-// copyToyWithChange copies the toy flake to a temp dir and changes one derivation in it: the
-// toy's "changeme" file if it has one, else the text of its first derivation's builder script.
-func copyToyWithChange(t *testing.T, src string) string {
+// changeToy changes one derivation of the toy in the context dir: the text of toy-message.
+func changeToy(t *testing.T, dir string) {
 	t.Helper()
-	dst := filepath.Join(t.TempDir(), "toy")
-	if err := os.CopyFS(dst, os.DirFS(src)); err != nil {
-		t.Fatalf("copying the toy: %v", err)
-	}
-	// examples/toy/CHANGE names a file of the toy whose content only one derivation reads.
-	hook, err := os.ReadFile(filepath.Join(dst, "CHANGE"))
+	f, err := os.OpenFile(filepath.Join(dir, toyChangeFile), os.O_APPEND|os.O_WRONLY, 0)
 	if err != nil {
-		t.Fatalf("examples/toy/CHANGE (the file naming what to change for a one-derivation change) is missing: %v", err)
-	}
-	target := filepath.Join(dst, strings.TrimSpace(string(hook)))
-	f, err := os.OpenFile(target, os.O_APPEND|os.O_WRONLY, 0)
-	if err != nil {
-		t.Fatalf("opening %s: %v", target, err)
+		t.Fatalf("changing the toy: %v", err)
 	}
 	defer f.Close()
-	if _, err := f.WriteString("\n# changed by the integration test " + time.Now().UTC().Format(time.RFC3339Nano) + "\n"); err != nil {
-		t.Fatal(err)
+	if _, err := f.WriteString("\nchanged by the integration test at " + time.Now().UTC().Format(time.RFC3339Nano) + "\n"); err != nil {
+		t.Fatalf("changing the toy: %v", err)
 	}
-	return dst
 }
