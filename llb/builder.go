@@ -1,0 +1,232 @@
+// Package llb turns a nixos2docker build into BuildKit LLB: the Nix builder
+// stage that evaluates and builds the image spec, and, from a parsed spec,
+// the image itself (one state per layer of store paths, merged, plus the
+// root-filesystem skeleton) with its image config.
+//
+// It knows nothing about files or options: the frontend parses those and
+// hands over plain values, so the same code serves the gateway frontend, the
+// daemon-free `llb` debug command and the tests.
+package llb
+
+import (
+	"fmt"
+	"os"
+	"path"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/moby/buildkit/client/llb"
+	"github.com/moby/buildkit/solver/pb"
+	ocispecs "github.com/opencontainers/image-spec/specs-go/v1"
+)
+
+// NixDir is where the builder stage's persistent Nix store (a cache mount)
+// lives. Its contents are not part of the stage's output, which is why the
+// builder copies the closure into OutDir before the layers read it.
+const NixDir = "/nix"
+
+// Invocation is what the builder stage runs: nixeval's Invocation, restated
+// here so this package depends only on values.
+type Invocation struct {
+	// Dir holds Files (generated expression, embedded module, patches).
+	Dir   string
+	Files map[string][]byte
+	Args  []string
+	Env   []string
+	// ContextDir is where the build context is mounted read-only.
+	ContextDir string
+	// OutDir is in the stage's own root filesystem: result.json, spec.json
+	// and the closure under OutDir/nix/store.
+	OutDir string
+}
+
+// Secret is an optional BuildKit secret mounted into the builder step only:
+// secret mounts are tmpfs files that never reach a snapshot or a cache key.
+type Secret struct {
+	ID   string
+	Path string
+}
+
+// Builder describes the builder stage.
+type Builder struct {
+	// Image is the builder image reference (Nix on PATH).
+	Image string
+	// Platform is the target platform: the stage runs on it, so Nix builds
+	// natively (or under emulation), never cross.
+	Platform ocispecs.Platform
+	// System is the Nix system of Platform; it names the store cache.
+	System     string
+	Invocation Invocation
+	// Context is the build context, mounted read-only at Invocation.ContextDir.
+	Context llb.State
+	// Network allows the step to reach substituters and flake inputs;
+	// without it the step runs with no network at all.
+	Network bool
+	// NetworkMode, when not UNSET, is a network mode forced by the client.
+	NetworkMode pb.NetMode
+	Secrets     []Secret
+	// CacheNamespace prefixes the cache mount id (BUILDKIT_CACHE_MOUNT_NS).
+	CacheNamespace string
+	// IgnoreCache re-runs the step even when BuildKit has it cached.
+	IgnoreCache bool
+	// Description names the step in progress output.
+	Description  string
+	ResolveMode  llb.ResolveMode
+	MetaResolver llb.ImageMetaResolver
+}
+
+// CacheID is the id of the Nix store cache mount for a Nix system.
+func CacheID(namespace, system string) string {
+	id := "nixos2docker-nix-" + system
+	if namespace != "" {
+		id = namespace + "/" + id
+	}
+	return id
+}
+
+// filesTime is the mtime of the generated files: fixed, so the invocation
+// files' snapshot never depends on when it was made.
+var filesTime = time.Unix(1, 0).UTC()
+
+// BuilderStage returns the builder stage: the builder image with the Nix step
+// run on it. Its root filesystem holds Invocation.OutDir afterwards.
+func BuilderStage(b Builder) (llb.State, error) {
+	inv := b.Invocation
+	if b.Image == "" {
+		return llb.State{}, fmt.Errorf("builder stage: no builder image")
+	}
+	if len(inv.Args) == 0 {
+		return llb.State{}, fmt.Errorf("builder stage: empty command")
+	}
+	for _, d := range []string{inv.Dir, inv.ContextDir, inv.OutDir} {
+		if !path.IsAbs(d) {
+			return llb.State{}, fmt.Errorf("builder stage: %q is not an absolute path", d)
+		}
+	}
+	imgOpts := []llb.ImageOption{
+		llb.Platform(b.Platform),
+		llb.WithCustomName("nix: builder image " + b.Image),
+	}
+	if b.ResolveMode != llb.ResolveModeDefault {
+		imgOpts = append(imgOpts, b.ResolveMode)
+	}
+	if b.MetaResolver != nil {
+		// Apply the image's ENV (PATH, NIX_SSL_CERT_FILE, …) to the step.
+		imgOpts = append(imgOpts, llb.WithMetaResolver(b.MetaResolver))
+	}
+	img := llb.Image(b.Image, imgOpts...)
+
+	files, err := invocationFiles(inv.Files)
+	if err != nil {
+		return llb.State{}, err
+	}
+
+	// The cache mount starts as a copy of the image's own /nix (the official
+	// nixos/nix image keeps Nix itself there; a Debian-based one has none,
+	// hence the mkdir). BuildKit keys a seeded cache by its seed, so builder
+	// images never share a store.
+	seed := img.File(llb.Mkdir(NixDir, 0o755, llb.WithParents(true), llb.WithCreatedTime(filesTime)),
+		llb.WithCustomName("nix: prepare the store cache"))
+
+	desc := b.Description
+	if desc == "" {
+		desc = "nix: build the docker image spec"
+	}
+	runOpts := []llb.RunOption{
+		llb.Args(inv.Args),
+		llb.WithCustomName(desc),
+		llb.AddMount(inv.Dir, files, llb.Readonly),
+		llb.AddMount(inv.ContextDir, b.Context, llb.Readonly),
+		llb.AddMount(NixDir, seed, llb.SourcePath(NixDir),
+			llb.AsPersistentCacheDir(CacheID(b.CacheNamespace, b.System), llb.CacheMountLocked)),
+		llb.Dir(inv.Dir),
+	}
+	for _, e := range inv.Env {
+		k, v, ok := strings.Cut(e, "=")
+		if !ok {
+			return llb.State{}, fmt.Errorf("builder stage: environment entry %q is not KEY=VALUE", e)
+		}
+		runOpts = append(runOpts, llb.AddEnv(k, v))
+	}
+	for _, s := range b.Secrets {
+		runOpts = append(runOpts, llb.AddSecret(s.Path, llb.SecretID(s.ID), llb.SecretOptional))
+	}
+	switch {
+	case b.NetworkMode != pb.NetMode_UNSET:
+		runOpts = append(runOpts, llb.Network(b.NetworkMode))
+	case !b.Network:
+		runOpts = append(runOpts, llb.Network(pb.NetMode_NONE))
+	}
+	if b.IgnoreCache {
+		runOpts = append(runOpts, llb.IgnoreCache)
+	}
+	return img.Run(runOpts...).Root(), nil
+}
+
+// invocationFiles writes the generated files into a scratch state, sorted so
+// the same files always give the same LLB.
+func invocationFiles(files map[string][]byte) (llb.State, error) {
+	names := make([]string, 0, len(files))
+	for n := range files {
+		if n == "" || path.IsAbs(n) || path.Clean(n) != n || strings.HasPrefix(n, "../") || n == ".." || n == "." {
+			return llb.State{}, fmt.Errorf("builder stage: invocation file name %q is not a clean relative path", n)
+		}
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	if len(names) == 0 {
+		return llb.Scratch(), nil
+	}
+	var fa actions
+	dirs := map[string]bool{"/": true}
+	for _, n := range names {
+		p := "/" + n
+		if d := path.Dir(p); !dirs[d] {
+			fa.mkdir(d, 0o755, filesTime)
+			for x := d; !dirs[x]; x = path.Dir(x) {
+				dirs[x] = true
+			}
+		}
+		fa.mkfile(p, 0o644, files[n], filesTime)
+	}
+	return llb.Scratch().File(fa.fa, llb.WithCustomName("nix: write the nixos2docker expression and module")), nil
+}
+
+// actions chains file actions into one FileOp.
+type actions struct {
+	fa *llb.FileAction
+	n  int
+}
+
+func (a *actions) add(first func() *llb.FileAction, next func(*llb.FileAction) *llb.FileAction) {
+	if a.fa == nil {
+		a.fa = first()
+	} else {
+		a.fa = next(a.fa)
+	}
+	a.n++
+}
+
+func (a *actions) mkdir(p string, mode os.FileMode, t time.Time) {
+	opts := []llb.MkdirOption{llb.WithParents(true), llb.WithCreatedTime(t), llb.WithUIDGID(0, 0)}
+	a.add(func() *llb.FileAction { return llb.Mkdir(p, mode, opts...) },
+		func(fa *llb.FileAction) *llb.FileAction { return fa.Mkdir(p, mode, opts...) })
+}
+
+func (a *actions) mkfile(p string, mode os.FileMode, data []byte, t time.Time) {
+	opts := []llb.MkfileOption{llb.WithCreatedTime(t), llb.WithUIDGID(0, 0)}
+	a.add(func() *llb.FileAction { return llb.Mkfile(p, mode, data, opts...) },
+		func(fa *llb.FileAction) *llb.FileAction { return fa.Mkfile(p, mode, data, opts...) })
+}
+
+func (a *actions) symlink(target, p string, t time.Time) {
+	opts := []llb.SymlinkOption{llb.WithCreatedTime(t), llb.WithUIDGID(0, 0)}
+	a.add(func() *llb.FileAction { return llb.Symlink(target, p, opts...) },
+		func(fa *llb.FileAction) *llb.FileAction { return fa.Symlink(target, p, opts...) })
+}
+
+func (a *actions) copy(src llb.State, from, to string, info *llb.CopyInfo) {
+	a.add(func() *llb.FileAction { return llb.Copy(src, from, to, info) },
+		func(fa *llb.FileAction) *llb.FileAction { return fa.Copy(src, from, to, info) })
+}

@@ -1,0 +1,134 @@
+package llb_test
+
+import (
+	"strings"
+	"testing"
+
+	"github.com/moby/buildkit/client/llb"
+	"github.com/moby/buildkit/solver/pb"
+	nixllb "github.com/nixos2docker/nixos2docker/llb"
+	digest "github.com/opencontainers/go-digest"
+	ocispecs "github.com/opencontainers/image-spec/specs-go/v1"
+)
+
+func testBuilder() nixllb.Builder {
+	return nixllb.Builder{
+		Image:    "localhost:5000/nixos2docker/builder",
+		Platform: ocispecs.Platform{OS: "linux", Architecture: "arm64"},
+		System:   "aarch64-linux",
+		Invocation: nixllb.Invocation{
+			Dir:        "/nixos2docker",
+			Files:      map[string][]byte{"default.nix": []byte("{}"), "nixos/module.nix": []byte("{}")},
+			Args:       []string{"/bin/sh", "/nixos2docker/build.sh"},
+			Env:        []string{"NIX_CONFIG=sandbox = false"},
+			ContextDir: "/src",
+			OutDir:     "/out",
+		},
+		Context:     llb.Local("context"),
+		Secrets:     []nixllb.Secret{{ID: "netrc", Path: "/run/secrets/netrc"}},
+		Description: "nix: build nixosConfigurations.web docker image spec",
+	}
+}
+
+func TestBuilderStage(t *testing.T) {
+	st, err := nixllb.BuilderStage(testBuilder())
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := marshal(t, st)
+	exec := d.head.GetExec()
+	if exec == nil {
+		t.Fatalf("builder stage does not end in an exec: %v", d.head)
+	}
+	if strings.Join(exec.Meta.Args, " ") != "/bin/sh /nixos2docker/build.sh" {
+		t.Errorf("args %q", exec.Meta.Args)
+	}
+	if exec.Network != pb.NetMode_NONE {
+		t.Errorf("network %v, want none without substituters", exec.Network)
+	}
+	if d.head.Platform == nil || d.head.Platform.Architecture != "arm64" {
+		t.Errorf("exec platform %v, want the target platform", d.head.Platform)
+	}
+	mounts := map[string]*pb.Mount{}
+	for _, m := range exec.Mounts {
+		mounts[m.Dest] = m
+	}
+	if m := mounts["/src"]; m == nil || !m.Readonly {
+		t.Errorf("context mount %v, want read-only", m)
+	}
+	if m := mounts["/nixos2docker"]; m == nil || !m.Readonly {
+		t.Errorf("invocation files mount %v", m)
+	}
+	m := mounts["/nix"]
+	if m == nil || m.MountType != pb.MountType_CACHE || m.CacheOpt.ID != "nixos2docker-nix-aarch64-linux" ||
+		m.CacheOpt.Sharing != pb.CacheSharingOpt_LOCKED || m.Selector != "/nix" {
+		t.Errorf("nix cache mount %v", m)
+	}
+	if m := mounts["/run/secrets/netrc"]; m == nil || m.MountType != pb.MountType_SECRET || m.SecretOpt.ID != "netrc" || !m.SecretOpt.Optional {
+		t.Errorf("netrc secret mount %v", m)
+	}
+	if m := mounts["/"]; m == nil || m.Output < 0 {
+		t.Errorf("root mount %v must be the stage's output", m)
+	}
+	var env string
+	for _, e := range exec.Meta.Env {
+		if strings.HasPrefix(e, "NIX_CONFIG=") {
+			env = e
+		}
+	}
+	if env != "NIX_CONFIG=sandbox = false" {
+		t.Errorf("env %q", exec.Meta.Env)
+	}
+	var name string
+	for dg, op := range d.ops {
+		if op == d.head {
+			name = d.meta[dg].Description["llb.customname"]
+		}
+	}
+	if name != "nix: build nixosConfigurations.web docker image spec" {
+		t.Errorf("progress name %q", name)
+	}
+	// The invocation files are a scratch FileOp with both files.
+	files := d.ops[digest.Digest(d.head.Inputs[mounts["/nixos2docker"].Input].Digest)].GetFile()
+	var paths []string
+	for _, a := range files.Actions {
+		if f := a.GetMkfile(); f != nil {
+			paths = append(paths, f.Path)
+		}
+	}
+	if strings.Join(paths, " ") != "/default.nix /nixos/module.nix" {
+		t.Errorf("files %q", paths)
+	}
+}
+
+func TestBuilderStageNetwork(t *testing.T) {
+	b := testBuilder()
+	b.Network = true
+	b.IgnoreCache = true
+	st, err := nixllb.BuilderStage(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := marshal(t, st)
+	if n := d.head.GetExec().Network; n != pb.NetMode_UNSET {
+		t.Errorf("network %v, want the default with substituters", n)
+	}
+}
+
+func TestBuilderStageBad(t *testing.T) {
+	for name, mod := range map[string]func(*nixllb.Builder){
+		"no image":      func(b *nixllb.Builder) { b.Image = "" },
+		"no args":       func(b *nixllb.Builder) { b.Invocation.Args = nil },
+		"relative dir":  func(b *nixllb.Builder) { b.Invocation.OutDir = "out" },
+		"bad env":       func(b *nixllb.Builder) { b.Invocation.Env = []string{"X"} },
+		"escaping file": func(b *nixllb.Builder) { b.Invocation.Files = map[string][]byte{"../x": nil} },
+	} {
+		t.Run(name, func(t *testing.T) {
+			b := testBuilder()
+			mod(&b)
+			if _, err := nixllb.BuilderStage(b); err == nil {
+				t.Fatal("no error")
+			}
+		})
+	}
+}

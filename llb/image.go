@@ -1,0 +1,291 @@
+package llb
+
+import (
+	"fmt"
+	"os"
+	"path"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/containerd/platforms"
+	"github.com/moby/buildkit/client/llb"
+	dockerspec "github.com/moby/docker-image-spec/specs-go/v1"
+	"github.com/nixos2docker/nixos2docker/nixeval/imagespec"
+	ocispecs "github.com/opencontainers/image-spec/specs-go/v1"
+)
+
+// Layer is one group of store paths, as the layers package assigns them.
+type Layer struct {
+	Paths []string
+	Size  int64
+}
+
+// ImageInput is everything the image is made of.
+type ImageInput struct {
+	Spec *imagespec.Spec
+	// Layers are the store-path groups, bottom to top; the skeleton layer
+	// goes on top of them.
+	Layers []Layer
+	// Store is the builder stage; StoreDir is where the closure lies in its
+	// root filesystem (OutDir/nix/store).
+	Store    llb.State
+	StoreDir string
+	Platform ocispecs.Platform
+	// Epoch is SOURCE_DATE_EPOCH: the time of every file and of the config.
+	Epoch *time.Time
+	// Labels are added to (and override) the spec's labels.
+	Labels map[string]string
+}
+
+// Image is the built image: the root filesystem and its config.
+type Image struct {
+	State  llb.State
+	Config *dockerspec.DockerOCIImage
+	// Names are the progress names of the layers, bottom to top.
+	Names []string
+}
+
+// nixTime is the mtime Nix gives every store file; used when no epoch is set
+// so that layers never depend on when they were made.
+var nixTime = time.Unix(1, 0).UTC()
+
+// NewImage returns the image for a spec whose closure was assigned to layers.
+func NewImage(in ImageInput) (*Image, error) {
+	s := in.Spec
+	if s == nil {
+		return nil, fmt.Errorf("image: no spec")
+	}
+	if err := s.Validate(); err != nil {
+		return nil, err
+	}
+	if err := checkLayers(s, in.Layers); err != nil {
+		return nil, err
+	}
+	t := nixTime
+	if in.Epoch != nil {
+		t = in.Epoch.UTC()
+	}
+	storeDir := in.StoreDir
+	if storeDir == "" {
+		return nil, fmt.Errorf("image: no store directory in the builder stage")
+	}
+
+	sizes := make(map[string]int64, len(s.Closure))
+	for _, p := range s.Closure {
+		sizes[p.Path] = p.NarSize
+	}
+	skeleton, skelCount := skeletonActions(s.Skeleton, t)
+	total := len(in.Layers)
+	if skelCount > 0 {
+		total++
+	}
+	states := make([]llb.State, 0, total)
+	names := make([]string, 0, total)
+	history := make([]ocispecs.History, 0, total)
+	for i, l := range in.Layers {
+		var fa actions
+		for _, p := range l.Paths {
+			base := path.Base(p)
+			fa.copy(in.Store, path.Join(storeDir, base), path.Join(imagespec.StoreDir, base), &llb.CopyInfo{
+				CreateDestPath: true,
+				CreatedTime:    &t,
+				ChownOpt:       &llb.ChownOpt{User: &llb.UserOpt{UID: 0}, Group: &llb.UserOpt{UID: 0}},
+			})
+		}
+		name := fmt.Sprintf("layer %d/%d: %s", i+1, total, summary(l, sizes))
+		states = append(states, llb.Scratch().File(fa.fa, llb.WithCustomName(name)))
+		names = append(names, name)
+		history = append(history, ocispecs.History{
+			Created:   &t,
+			CreatedBy: "nixos2docker: " + strings.Join(l.Paths, " "),
+			Comment:   fmt.Sprintf("store paths, layer %d/%d, %s", i+1, total, humanSize(l.Size)),
+		})
+	}
+	if skelCount > 0 {
+		name := fmt.Sprintf("layer %d/%d: root skeleton (%d entries)", total, total, skelCount)
+		states = append(states, llb.Scratch().File(skeleton, llb.WithCustomName(name)))
+		names = append(names, name)
+		history = append(history, ocispecs.History{
+			Created:   &t,
+			CreatedBy: "nixos2docker: root skeleton: " + skeletonPaths(s.Skeleton),
+			Comment:   "root filesystem outside the store",
+		})
+	}
+	st := llb.Merge(states, llb.WithCustomNamef("merge %d layers", len(states)))
+
+	p := platforms.Normalize(in.Platform)
+	cfg := s.Config
+	cfg.Labels = mergeLabels(s.Config.Labels, in.Labels)
+	img := &dockerspec.DockerOCIImage{
+		Image: ocispecs.Image{
+			Created:  &t,
+			Platform: p,
+			RootFS:   ocispecs.RootFS{Type: "layers"},
+			History:  history,
+		},
+		Config: cfg,
+	}
+	if in.Epoch == nil {
+		// Without SOURCE_DATE_EPOCH the exporter stamps the build time.
+		img.Created = nil
+		for i := range img.History {
+			img.History[i].Created = nil
+		}
+	}
+	return &Image{State: st, Config: img, Names: names}, nil
+}
+
+// checkLayers makes sure every closure path is in exactly one layer and the
+// layer count, skeleton included, is within the spec's maxLayers.
+func checkLayers(s *imagespec.Spec, layers []Layer) error {
+	if len(layers) == 0 {
+		return fmt.Errorf("image: no layers for the closure")
+	}
+	if len(layers)+1 > s.MaxLayers {
+		return fmt.Errorf("image: %d store-path layers plus the skeleton exceed maxLayers %d", len(layers), s.MaxLayers)
+	}
+	in := make(map[string]bool, len(s.Closure))
+	for _, p := range s.Closure {
+		in[p.Path] = true
+	}
+	seen := make(map[string]int, len(s.Closure))
+	for i, l := range layers {
+		if len(l.Paths) == 0 {
+			return fmt.Errorf("image: layer %d is empty", i+1)
+		}
+		for _, p := range l.Paths {
+			if !in[p] {
+				return fmt.Errorf("image: layer %d holds %s, which is not in the closure", i+1, p)
+			}
+			if j, dup := seen[p]; dup {
+				return fmt.Errorf("image: %s is in layers %d and %d", p, j+1, i+1)
+			}
+			seen[p] = i
+		}
+	}
+	for _, p := range s.Closure {
+		if _, ok := seen[p.Path]; !ok {
+			return fmt.Errorf("image: %s is in no layer", p.Path)
+		}
+	}
+	return nil
+}
+
+// skeletonActions creates the skeleton entries, parents first. Modes with
+// setuid/setgid/sticky bits are applied through a copy: BuildKit's mkdir and
+// mkfile keep only the permission bits.
+func skeletonActions(entries []imagespec.Entry, t time.Time) (*llb.FileAction, int) {
+	sorted := append([]imagespec.Entry(nil), entries...)
+	sort.Slice(sorted, func(i, j int) bool { return sorted[i].Path < sorted[j].Path })
+	var fa actions
+	for _, e := range sorted {
+		mode := e.FileMode()
+		switch e.Type {
+		case imagespec.TypeDir:
+			if mode&^0o777 != 0 {
+				src := llb.Scratch().File(llb.Mkdir("/d", 0o755, llb.WithCreatedTime(t), llb.WithUIDGID(0, 0)))
+				fa.copy(src, "/d", e.Path, &llb.CopyInfo{
+					CreateDestPath: true,
+					CreatedTime:    &t,
+					Mode:           &llb.ChmodOpt{ModeStr: fmt.Sprintf("%04o", mode)},
+				})
+				continue
+			}
+			fa.mkdir(e.Path, os.FileMode(mode), t)
+		case imagespec.TypeFile:
+			if d := path.Dir(e.Path); d != "/" {
+				fa.mkdir(d, 0o755, t)
+			}
+			if mode&^0o777 != 0 {
+				src := llb.Scratch().File(llb.Mkfile("/f", 0o644, []byte(e.Content), llb.WithCreatedTime(t), llb.WithUIDGID(0, 0)))
+				fa.copy(src, "/f", e.Path, &llb.CopyInfo{
+					CreatedTime: &t,
+					Mode:        &llb.ChmodOpt{ModeStr: fmt.Sprintf("%04o", mode)},
+				})
+				continue
+			}
+			fa.mkfile(e.Path, os.FileMode(mode), []byte(e.Content), t)
+		case imagespec.TypeSymlink:
+			if d := path.Dir(e.Path); d != "/" {
+				fa.mkdir(d, 0o755, t)
+			}
+			fa.symlink(e.Target, e.Path, t)
+		}
+	}
+	return fa.fa, len(sorted)
+}
+
+func skeletonPaths(entries []imagespec.Entry) string {
+	ps := make([]string, len(entries))
+	for i, e := range entries {
+		ps[i] = e.Path
+	}
+	sort.Strings(ps)
+	return strings.Join(ps, " ")
+}
+
+func mergeLabels(base, extra map[string]string) map[string]string {
+	if len(base) == 0 && len(extra) == 0 {
+		return base
+	}
+	out := make(map[string]string, len(base)+len(extra))
+	for k, v := range base {
+		out[k] = v
+	}
+	for k, v := range extra {
+		out[k] = v
+	}
+	return out
+}
+
+// StoreName is a store path's name without its hash: glibc-2.42.
+func StoreName(p string) string {
+	base := path.Base(p)
+	if len(base) > 33 && base[32] == '-' {
+		return base[33:]
+	}
+	return base
+}
+
+// summary names a layer by its biggest store paths, e.g.
+// "glibc-2.42, libidn2-2.3.8, … (31 MiB)".
+func summary(l Layer, sizes map[string]int64) string {
+	const shown = 3
+	ps := append([]string(nil), l.Paths...)
+	sort.SliceStable(ps, func(i, j int) bool {
+		if sizes[ps[i]] != sizes[ps[j]] {
+			return sizes[ps[i]] > sizes[ps[j]]
+		}
+		return StoreName(ps[i]) < StoreName(ps[j])
+	})
+	names := make([]string, 0, shown+1)
+	for i, p := range ps {
+		if i == shown {
+			names = append(names, fmt.Sprintf("… %d more", len(ps)-shown))
+			break
+		}
+		names = append(names, StoreName(p))
+	}
+	return strings.Join(names, ", ") + " (" + humanSize(l.Size) + ")"
+}
+
+func humanSize(n int64) string {
+	const unit = 1024
+	if n < unit {
+		return strconv.FormatInt(n, 10) + " B"
+	}
+	v, suffix := float64(n), ""
+	for _, s := range []string{"KiB", "MiB", "GiB", "TiB"} {
+		v /= unit
+		suffix = s
+		if v < unit {
+			break
+		}
+	}
+	if v < 10 {
+		return fmt.Sprintf("%.1f %s", v, suffix)
+	}
+	return fmt.Sprintf("%.0f %s", v, suffix)
+}

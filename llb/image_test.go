@@ -1,0 +1,293 @@
+package llb_test
+
+import (
+	"context"
+	"os"
+	"path"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/moby/buildkit/client/llb"
+	"github.com/moby/buildkit/solver/pb"
+	"github.com/nixos2docker/nixos2docker/layers"
+	nixllb "github.com/nixos2docker/nixos2docker/llb"
+	"github.com/nixos2docker/nixos2docker/nixeval/imagespec"
+	digest "github.com/opencontainers/go-digest"
+	ocispecs "github.com/opencontainers/image-spec/specs-go/v1"
+)
+
+func loadSpec(t *testing.T) *imagespec.Spec {
+	t.Helper()
+	data, err := os.ReadFile("../nixeval/imagespec/testdata/spec-v1.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := imagespec.Parse(data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+func assign(t *testing.T, s *imagespec.Spec, max int) []nixllb.Layer {
+	t.Helper()
+	ls, err := layers.Assign(layers.FromSpec(s), layers.Options{MaxLayers: max, Toplevel: s.Toplevel})
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := make([]nixllb.Layer, len(ls))
+	for i, l := range ls {
+		out[i] = nixllb.Layer{Paths: l.Paths, Size: l.Size}
+	}
+	return out
+}
+
+// ops marshals a state and indexes its ops by digest.
+type defOps struct {
+	ops  map[digest.Digest]*pb.Op
+	meta map[digest.Digest]*pb.OpMetadata
+	head *pb.Op
+}
+
+func marshal(t *testing.T, st llb.State) *defOps {
+	t.Helper()
+	def, err := st.Marshal(context.Background(), llb.LinuxAmd64)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := &defOps{ops: map[digest.Digest]*pb.Op{}, meta: map[digest.Digest]*pb.OpMetadata{}}
+	var last *pb.Op
+	for _, dt := range def.Def {
+		var op pb.Op
+		if err := op.UnmarshalVT(dt); err != nil {
+			t.Fatal(err)
+		}
+		dg := digest.FromBytes(dt)
+		d.ops[dg] = &op
+		d.meta[dg] = def.Metadata[dg].ToPB()
+		last = &op
+	}
+	// The last op is the terminal one pointing at the state's output.
+	d.head = d.ops[digest.Digest(last.Inputs[0].Digest)]
+	return d
+}
+
+func testImage(t *testing.T, epoch *time.Time) (*imagespec.Spec, []nixllb.Layer, *nixllb.Image) {
+	s := loadSpec(t)
+	ls := assign(t, s, s.MaxLayers-1)
+	store := llb.Image("localhost:5000/builder").Run(llb.Shlex("true")).Root()
+	img, err := nixllb.NewImage(nixllb.ImageInput{
+		Spec: s, Layers: ls, Store: store, StoreDir: "/out/nix/store",
+		Platform: ocispecs.Platform{OS: "linux", Architecture: "amd64"},
+		Epoch:    epoch,
+		Labels:   map[string]string{"org.opencontainers.image.title": "override", "extra": "1"},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s, ls, img
+}
+
+func TestImageLayers(t *testing.T) {
+	epoch := time.Unix(1700000000, 0).UTC()
+	s, ls, img := testImage(t, &epoch)
+	d := marshal(t, img.State)
+	merge := d.head.GetMerge()
+	if merge == nil {
+		t.Fatalf("image is not a merge: %v", d.head)
+	}
+	if n := len(merge.Inputs); n != len(ls)+1 || n > s.MaxLayers {
+		t.Fatalf("merge has %d inputs, want %d store layers + skeleton, ≤ %d", n, len(ls), s.MaxLayers)
+	}
+	copied := map[string]int{}
+	var skeleton *pb.FileOp
+	for i, in := range d.head.Inputs {
+		op := d.ops[digest.Digest(in.Digest)]
+		f := op.GetFile()
+		if f == nil {
+			t.Fatalf("layer %d is not a file op", i+1)
+		}
+		name := d.meta[digest.Digest(in.Digest)].Description["llb.customname"]
+		if !strings.HasPrefix(name, "layer ") {
+			t.Errorf("layer %d has progress name %q", i+1, name)
+		}
+		if i == len(d.head.Inputs)-1 {
+			skeleton = f
+			continue
+		}
+		for _, a := range f.Actions {
+			c := a.GetCopy()
+			if c == nil {
+				t.Fatalf("layer %d has a non-copy action %v", i+1, a)
+			}
+			if c.Src != path.Join("/out/nix/store", path.Base(c.Dest)) || path.Dir(c.Dest) != "/nix/store" {
+				t.Errorf("layer %d copies %s to %s", i+1, c.Src, c.Dest)
+			}
+			if c.Timestamp != epoch.UnixNano() {
+				t.Errorf("copy of %s has timestamp %d, want the epoch", c.Dest, c.Timestamp)
+			}
+			if c.Owner == nil || c.Owner.User.GetByID() != 0 || c.Owner.Group.GetByID() != 0 {
+				t.Errorf("copy of %s is not owned by 0:0: %v", c.Dest, c.Owner)
+			}
+			copied[c.Dest]++
+		}
+	}
+	for _, p := range s.Closure {
+		if copied[p.Path] != 1 {
+			t.Errorf("%s copied %d times, want exactly once", p.Path, copied[p.Path])
+		}
+	}
+	if len(copied) != len(s.Closure) {
+		t.Errorf("%d paths copied, closure has %d", len(copied), len(s.Closure))
+	}
+
+	// Skeleton: every entry, with its type and mode.
+	got := map[string]string{}
+	for _, a := range skeleton.Actions {
+		switch {
+		case a.GetMkdir() != nil:
+			got[a.GetMkdir().Path] = "dir"
+		case a.GetMkfile() != nil:
+			got[a.GetMkfile().Path] = "file:" + strings.TrimPrefix(os.FileMode(a.GetMkfile().Mode).String(), "-")
+		case a.GetSymlink() != nil:
+			got[a.GetSymlink().Newpath] = "symlink:" + a.GetSymlink().Oldpath
+		case a.GetCopy() != nil:
+			got[a.GetCopy().Dest] = "copy:" + a.GetCopy().ModeStr
+		}
+	}
+	want := map[string]string{
+		"/init":           "symlink:" + s.Toplevel + "/init",
+		"/tmp":            "copy:1777", // sticky bit: mkdir cannot set it
+		"/etc":            "dir",
+		"/etc/machine-id": "file:r--r--r--",
+	}
+	for p, w := range want {
+		if got[p] != w {
+			t.Errorf("skeleton %s = %q, want %q", p, got[p], w)
+		}
+	}
+}
+
+func TestImageConfig(t *testing.T) {
+	epoch := time.Unix(1700000000, 0).UTC()
+	s, ls, img := testImage(t, &epoch)
+	c := img.Config
+	if c.Platform.OS != "linux" || c.Platform.Architecture != "amd64" {
+		t.Errorf("platform %+v", c.Platform)
+	}
+	if c.Created == nil || !c.Created.Equal(epoch) {
+		t.Errorf("created %v, want %v", c.Created, epoch)
+	}
+	if c.RootFS.Type != "layers" {
+		t.Errorf("rootfs type %q", c.RootFS.Type)
+	}
+	if strings.Join(c.Config.Entrypoint, " ") != "/init" || c.Config.StopSignal != "SIGRTMIN+3" {
+		t.Errorf("config %+v", c.Config)
+	}
+	if c.Config.Healthcheck == nil || c.Config.Healthcheck.Interval != 30*time.Second {
+		t.Errorf("healthcheck %+v", c.Config.Healthcheck)
+	}
+	if _, ok := c.Config.ExposedPorts["80/tcp"]; !ok {
+		t.Errorf("exposed ports %v", c.Config.ExposedPorts)
+	}
+	if c.Config.Labels["org.opencontainers.image.title"] != "override" || c.Config.Labels["extra"] != "1" {
+		t.Errorf("labels %v: build labels must be added and win", c.Config.Labels)
+	}
+	if s.Config.Labels["org.opencontainers.image.title"] != "web" {
+		t.Errorf("the spec's labels were modified")
+	}
+	if len(c.History) != len(ls)+1 {
+		t.Fatalf("%d history entries for %d layers", len(c.History), len(ls)+1)
+	}
+	for i, l := range ls {
+		h := c.History[i]
+		for _, p := range l.Paths {
+			if !strings.Contains(h.CreatedBy, p) {
+				t.Errorf("history %d does not name %s: %q", i, p, h.CreatedBy)
+			}
+		}
+		if h.Created == nil || !h.Created.Equal(epoch) || h.EmptyLayer {
+			t.Errorf("history %d: %+v", i, h)
+		}
+	}
+	if !strings.Contains(c.History[len(ls)].CreatedBy, "/etc/machine-id") {
+		t.Errorf("skeleton history %q", c.History[len(ls)].CreatedBy)
+	}
+	if len(img.Names) != len(ls)+1 || !strings.Contains(img.Names[0], " MiB)") {
+		t.Errorf("names %q", img.Names)
+	}
+}
+
+func TestImageWithoutEpoch(t *testing.T) {
+	_, _, img := testImage(t, nil)
+	if img.Config.Created != nil || img.Config.History[0].Created != nil {
+		t.Errorf("without SOURCE_DATE_EPOCH the exporter sets the time, got %v", img.Config.Created)
+	}
+	d := marshal(t, img.State)
+	c := d.ops[digest.Digest(d.head.Inputs[0].Digest)].GetFile().Actions[0].GetCopy()
+	if c.Timestamp != time.Unix(1, 0).UnixNano() {
+		t.Errorf("store files get Nix's mtime 1 without an epoch, got %d", c.Timestamp)
+	}
+}
+
+func TestImageDeterministic(t *testing.T) {
+	_, _, a := testImage(t, nil)
+	_, _, b := testImage(t, nil)
+	da, err := a.State.Marshal(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	db, err := b.State.Marshal(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(da.Def) != len(db.Def) {
+		t.Fatal("different op counts")
+	}
+	for i := range da.Def {
+		if digest.FromBytes(da.Def[i]) != digest.FromBytes(db.Def[i]) {
+			t.Fatalf("op %d differs between two identical builds", i)
+		}
+	}
+}
+
+func TestImageBadLayers(t *testing.T) {
+	s := loadSpec(t)
+	ls := assign(t, s, s.MaxLayers-1)
+	store := llb.Scratch()
+	all := []string{}
+	for _, l := range ls {
+		all = append(all, l.Paths...)
+	}
+	cases := map[string]struct {
+		layers []nixllb.Layer
+		max    int
+		want   string
+	}{
+		"duplicate": {append(ls, nixllb.Layer{Paths: all[:1]}), 0, "is in layers"},
+		"missing":   {[]nixllb.Layer{{Paths: all[1:]}}, 0, "is in no layer"},
+		"foreign":   {append(ls, nixllb.Layer{Paths: []string{"/nix/store/00000000000000000000000000000000-x"}}), 0, "not in the closure"},
+		"too many":  {ls, len(ls), "exceed maxLayers"},
+		"empty":     {append(ls, nixllb.Layer{}), 0, "is empty"},
+		"no layers": {nil, 0, "no layers"},
+	}
+	for name, c := range cases {
+		t.Run(name, func(t *testing.T) {
+			sp := *s
+			if c.max != 0 {
+				sp.MaxLayers = c.max
+			}
+			_, err := nixllb.NewImage(nixllb.ImageInput{Spec: &sp, Layers: c.layers, Store: store, StoreDir: "/out/nix/store"})
+			if err == nil || !strings.Contains(err.Error(), c.want) {
+				t.Fatalf("error %v, want one containing %q", err, c.want)
+			}
+		})
+	}
+}
+
+func TestStoreName(t *testing.T) {
+	if got := nixllb.StoreName("/nix/store/r5hcq8k2ww2ha6vyvm1qqrskn1m5x3dl-glibc-2.42"); got != "glibc-2.42" {
+		t.Errorf("StoreName = %q", got)
+	}
+}
