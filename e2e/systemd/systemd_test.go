@@ -166,6 +166,7 @@ func TestSystemdInDocker(t *testing.T) {
 			if !strings.Contains(logs, helloLine) {
 				t.Errorf("docker logs lacks the test service's line %q", helloLine)
 			}
+			t.Logf("docker logs of the booted container (last 40 lines):\n%s", harness.TailLines(logs, 40))
 		})
 		t.Run("exec-systemctl-status", func(t *testing.T) {
 			needBooted(t)
