@@ -66,11 +66,22 @@ import (
 	"github.com/nixos2docker/nixos2docker/nixeval/imagespec"
 )
 
-// VolatileMaxSize is the largest NAR size of a path that counts as
-// configuration when it is only reachable through configuration paths.
-// Unit files, config files, etc and system-path are far below it; packages
-// referenced only by a unit file (a service's binary) are usually above.
-const VolatileMaxSize = 1 << 20
+// Which paths reachable only through configuration paths are configuration
+// themselves: small files (unit files, config files, scripts) and link farms
+// (etc, system-units, system-path, buildEnvs: a few symlinks per reference).
+// A package referenced only by system-path or a unit file is stable; it is
+// usually larger, with fewer references per byte.
+const (
+	ConfigFileMaxSize   = 64 << 10
+	LinkFarmBytesPerRef = 32 << 10
+	VolatileMaxSize     = 16 << 20
+)
+
+// configLike reports whether path i looks generated from configuration.
+func (g *graph) configLike(i int32) bool {
+	s := g.size[i]
+	return s <= ConfigFileMaxSize || (s <= VolatileMaxSize && s <= LinkFarmBytesPerRef*int64(len(g.refs[i])))
+}
 
 // Path is one store path of the closure.
 type Path struct {
@@ -216,7 +227,7 @@ func Assign(paths []Path, opts Options) ([]Layer, error) {
 		volatile[t] = true
 	}
 	for _, i := range g.topo {
-		if !volatile[i] && len(g.rrefs[i]) > 0 && g.size[i] <= VolatileMaxSize {
+		if !volatile[i] && len(g.rrefs[i]) > 0 && g.configLike(i) {
 			volatile[i] = true
 			for _, r := range g.rrefs[i] {
 				if !volatile[r] {
@@ -249,50 +260,59 @@ func Assign(paths []Path, opts Options) ([]Layer, error) {
 // stableLayers splits the stable paths (in topological order) into at most
 // budget ≥ 1 layers: owners with their attached paths, then leftovers.
 func (g *graph) stableLayers(stable []int32, budget int) []Layer {
+	n := len(g.name)
+	isStable := make([]bool, n)
+	for _, i := range stable {
+		isStable[i] = true
+	}
 	// Owner candidates: largest first.
 	cand := slices.Clone(stable)
 	slices.SortFunc(cand, func(a, b int32) int {
 		if c := cmp.Compare(g.size[b], g.size[a]); c != 0 {
 			return c
 		}
-		return cmp.Compare(a, b) // names are numbered in order
+		return cmp.Compare(a, b) // paths are numbered in name order
 	})
-	nOwners := min(budget-1, len(cand))
-	n := len(g.name)
-	isStable := make([]bool, n)
-	for _, i := range stable {
-		isStable[i] = true
-	}
-	owner := make([]int32, n) // attached owner, -1 for leftovers
-	closure := make([]int, n) // closure size of owners
+
+	// closure[o] is the closure size of candidate o once computed (it is
+	// cached: the number of owners is adjusted below).
+	closure := make([]int, n)
 	stamp := make([]int32, n)
 	var queue []int32
 	closureSize := func(o int32) int {
-		// BFS over references; stamp with o+1 so no clearing is needed.
-		queue = append(queue[:0], o)
-		stamp[o] = o + 1
-		for k := 0; k < len(queue); k++ {
-			for _, j := range g.refs[queue[k]] {
-				if stamp[j] != o+1 {
-					stamp[j] = o + 1
-					queue = append(queue, j)
+		if closure[o] == 0 {
+			// Stamped with o+1, so the array never needs clearing.
+			queue = append(queue[:0], o)
+			stamp[o] = o + 1
+			for k := 0; k < len(queue); k++ {
+				for _, j := range g.refs[queue[k]] {
+					if stamp[j] != o+1 {
+						stamp[j] = o + 1
+						queue = append(queue, j)
+					}
 				}
 			}
+			closure[o] = len(queue)
 		}
-		return len(queue)
+		return closure[o]
 	}
-	// better reports whether owner a is a better home than owner b.
-	better := func(a, b int32) bool {
-		if b < 0 {
-			return true
-		}
-		if closure[a] != closure[b] {
-			return closure[a] < closure[b]
+	better := func(a, b int32) bool { // a is a better owner than b
+		if b < 0 || closure[a] != closure[b] {
+			return b < 0 || closure[a] < closure[b]
 		}
 		return a < b
 	}
 	isOwner := make([]bool, n)
-	attach := func() (leftovers int) {
+	// owner[i] is the best owner among i and its ancestors, -1 if none.
+	owner := make([]int32, n)
+	nOwners := 0
+	setOwners := func(k int) (leftovers int) {
+		k = min(max(k, 0), len(cand))
+		for _, o := range cand[min(nOwners, k):max(nOwners, k)] {
+			isOwner[o] = k > nOwners
+			closureSize(o)
+		}
+		nOwners = k
 		for _, i := range stable {
 			if isOwner[i] {
 				owner[i] = i
@@ -300,8 +320,6 @@ func (g *graph) stableLayers(stable []int32, budget int) []Layer {
 			}
 			best := int32(-1)
 			for _, r := range g.rrefs[i] {
-				// owner[r] is the best owner among r and its ancestors;
-				// volatile referrers have none.
 				if isStable[r] && owner[r] >= 0 && better(owner[r], best) {
 					best = owner[r]
 				}
@@ -313,41 +331,122 @@ func (g *graph) stableLayers(stable []int32, budget int) []Layer {
 		}
 		return leftovers
 	}
-	for _, o := range cand[:nOwners] {
-		isOwner[o] = true
-		closure[o] = closureSize(o)
-	}
-	if attach() == 0 && nOwners < len(cand) {
-		// No leftovers: the slot kept for them can hold one more owner.
-		o := cand[nOwners]
-		nOwners++
-		isOwner[o] = true
-		closure[o] = closureSize(o)
-		attach()
-	}
 
-	groups := make(map[int32][]int32, nOwners)
-	var leftovers []int32
-	for _, i := range stable {
-		if owner[i] < 0 {
-			leftovers = append(leftovers, i)
-		} else {
-			groups[owner[i]] = append(groups[owner[i]], i)
+	// Leftovers depend on little that owners hold, so a single leftover
+	// layer would change with almost any package bump: they get a quarter
+	// of the budget, fewer if they have fewer top groups, none if there
+	// are no leftovers.
+	chunks := max(1, budget/4)
+	if setOwners(budget-chunks) == 0 {
+		setOwners(budget)
+		chunks = 0
+	} else if tops := g.countTops(stable, owner, isStable); tops < chunks {
+		chunks = tops
+		if setOwners(budget-chunks) == 0 {
+			chunks = 0
 		}
 	}
+
 	owners := slices.Clone(cand[:nOwners])
 	slices.SortFunc(owners, func(a, b int32) int {
-		if c := cmp.Compare(closure[a], closure[b]); c != 0 {
+		if c := cmp.Compare(closure[a], closure[b]); c != 0 { // most stable first
 			return c
 		}
 		return cmp.Compare(a, b)
 	})
-	out := make([]Layer, 0, len(owners)+1)
+	groups := make(map[int32][]int32, nOwners)
+	for _, i := range stable {
+		if owner[i] >= 0 {
+			groups[owner[i]] = append(groups[owner[i]], i)
+		}
+	}
+	out := make([]Layer, 0, nOwners+chunks)
 	for _, o := range owners {
 		out = append(out, g.layer(groups[o]))
 	}
-	if len(leftovers) > 0 {
-		out = append(out, g.layer(leftovers))
+	if chunks > 0 {
+		out = append(out, g.leftoverLayers(stable, owner, isStable, chunks)...)
+	}
+	return out
+}
+
+// countTops counts the leftovers that no stable path references.
+func (g *graph) countTops(stable, owner []int32, isStable []bool) int {
+	tops := 0
+	for _, i := range stable {
+		if owner[i] < 0 && !slices.ContainsFunc(g.rrefs[i], func(r int32) bool { return isStable[r] }) {
+			tops++
+		}
+	}
+	return tops
+}
+
+// leftoverLayers packs the leftovers (stable paths no owner depends on) into
+// at most chunks layers. Each leftover joins a top (a leftover no stable path
+// references) that depends on it, the lowest one, so a group changes only
+// when its top does; groups are sorted by the top's height (lowest, most
+// stable first) and cut into runs of about equal size.
+func (g *graph) leftoverLayers(stable, owner []int32, isStable []bool, chunks int) []Layer {
+	n := len(g.name)
+	height := make([]int32, n)
+	for k := len(g.topo) - 1; k >= 0; k-- {
+		i := g.topo[k]
+		for _, j := range g.refs[i] {
+			height[i] = max(height[i], height[j]+1)
+		}
+	}
+	top := make([]int32, n)
+	var tops []int32
+	var total int64
+	for _, i := range stable {
+		if owner[i] >= 0 {
+			continue
+		}
+		total += g.size[i]
+		best := int32(-1)
+		for _, r := range g.rrefs[i] {
+			if !isStable[r] {
+				continue
+			}
+			if t := top[r]; best < 0 || height[t] < height[best] || (height[t] == height[best] && t < best) {
+				best = t
+			}
+		}
+		if best < 0 {
+			best = i
+			tops = append(tops, i)
+		}
+		top[i] = best
+	}
+	slices.SortFunc(tops, func(a, b int32) int {
+		if c := cmp.Compare(height[a], height[b]); c != 0 {
+			return c
+		}
+		return cmp.Compare(a, b)
+	})
+	groups := make(map[int32][]int32, len(tops))
+	groupSize := make(map[int32]int64, len(tops))
+	for _, i := range stable {
+		if owner[i] < 0 {
+			groups[top[i]] = append(groups[top[i]], i)
+			groupSize[top[i]] += g.size[i]
+		}
+	}
+	var out []Layer
+	var members []int32
+	var acc int64
+	for _, t := range tops {
+		// Start a new layer when this group's midpoint falls past the
+		// current layer's share of the total.
+		if len(members) > 0 && len(out) < chunks-1 && (acc+groupSize[t]/2)*int64(chunks) > total*int64(len(out)+1) {
+			out = append(out, g.layer(members))
+			members = members[:0]
+		}
+		members = append(members, groups[t]...)
+		acc += groupSize[t]
+	}
+	if len(members) > 0 {
+		out = append(out, g.layer(members))
 	}
 	return out
 }
