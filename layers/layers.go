@@ -16,26 +16,30 @@
 //
 // # The algorithm
 //
-//  1. Volatile part. The toplevel, and every path of at most
-//     VolatileMaxSize bytes whose referrers are all volatile, form one layer,
-//     always the topmost. These are the paths generated from the
-//     configuration: etc, the unit files and their config files, system-path,
-//     the activation script. They change with every configuration change and
-//     are small, so they never share a layer with a stable path; a package
-//     referenced only by a unit file is not small and stays stable.
+//  1. Volatile part. The toplevel, and every path whose referrers are all
+//     volatile and that looks generated from configuration — a small file
+//     (≤ ConfigFileMaxSize: unit files, config files, scripts) or a link
+//     farm (≤ LinkFarmBytesPerRef per reference: etc, system-units,
+//     system-path) — form one layer, always the topmost. They change with
+//     every configuration change and are small, so they never share a layer
+//     with a stable path. A package referenced only by system-path or by a
+//     unit file is larger per reference and stays stable.
 //  2. Owners. Of the remaining (stable) paths, the largest get layers of
-//     their own ("owners"), as many as the budget allows after the volatile
-//     layer and one layer for leftovers. Large paths first because a path's
-//     waste is proportional to its size; the popular roots of a NixOS closure
-//     (glibc, gcc's libraries, systemd) are among the largest.
+//     their own ("owners"): three quarters of the budget left after the
+//     volatile layer. Large paths first because a path's waste is
+//     proportional to its size; the popular roots of a NixOS closure (glibc,
+//     gcc's libraries, systemd) are among the largest.
 //  3. Attachment. Every other stable path P joins the owner whose closure
 //     contains P and is smallest. Because P is in that owner's closure, the
 //     owner's layer changes exactly when the owner itself changes: an owner's
 //     bytes are never wasted, and P's bytes only when something between P and
 //     its owner changes — the smallest such closure makes that least likely.
-//  4. Leftovers. Stable paths that no owner depends on (small top-level
-//     packages referenced only from the volatile part) share one layer. If
-//     there are none, that slot goes to one more owner.
+//  4. Leftovers. Stable paths that no owner depends on (packages referenced
+//     only from the volatile part, and what only they use) join the lowest
+//     "top" (a leftover no stable path references) that depends on them;
+//     those groups, sorted by height, are cut into the remaining quarter of
+//     the budget in runs of about equal size. With no leftovers, the whole
+//     budget goes to owners.
 //
 // Layers are ordered from the smallest owner closure (most stable, e.g.
 // glibc) to the volatile layer, so a registry or a layer store that keys
