@@ -1,0 +1,147 @@
+# Option-layer cases for nixos_test.go, evaluated with nixpkgs' real lib:
+#   nix-instantiate --eval --strict --json nixos/tests/cases.nix --arg lib 'import <nixpkgs-lib>' -A <case>
+# Each case is a small JSON-able value; the error cases throw when forced.
+{ lib }:
+let
+  eval =
+    {
+      modules ? [ ],
+      pkgsArgs ? { },
+    }:
+    lib.evalModules {
+      modules = [
+        ./nixos-options-stub.nix
+        ../docker-image.nix
+        { _module.args.pkgs = import ./stub-pkgs.nix pkgsArgs; }
+        { virtualisation.dockerImage.systemdPatchesDir = lib.mkDefault ./fixtures/patches/systemd; }
+      ] ++ modules;
+    };
+
+  web = eval {
+    modules = [
+      {
+        networking.hostName = "web";
+        networking.firewall.enable = true;
+        systemd.services.myapp.description = "an application of the base system";
+        virtualisation.dockerImage = {
+          exposedPorts = [
+            "80"
+            "53/udp"
+          ];
+          volumes = [ "/var/lib/web" ];
+          env.TZ = "UTC";
+          labels."org.example.team" = "web";
+        };
+        virtualisation.dockerVariant = {
+          virtualisation.dockerImage.tag = "variant";
+          systemd.services.only-in-image.description = "defined in dockerVariant";
+        };
+      }
+    ];
+  };
+  base = web.config;
+  variant = web.config.virtualisation.dockerVariant;
+  spec = base.system.build.dockerImageSpec;
+
+  summary = c: {
+    isContainer = c.boot.isContainer;
+    nixStoreMountOpts = c.boot.nixStoreMountOpts;
+    specialFileSystems = builtins.attrNames c.boot.specialFileSystems;
+    nscd = c.services.nscd.enable;
+    resolved = c.services.resolved.enable;
+    timesyncd = c.services.timesyncd.enable;
+    oomd = c.systemd.oomd.enable;
+    firewall = c.networking.firewall.enable;
+    useDHCP = c.networking.useDHCP;
+    etcHosts = c.environment.etc.hosts.enable or true;
+    masked = lib.sort lib.lessThan (
+      lib.attrNames (lib.filterAttrs (_: u: !u.enable) c.systemd.services)
+    );
+    services = lib.sort lib.lessThan (lib.attrNames c.systemd.services);
+    rootSlice = c.systemd.slices."-".sliceConfig.DisableControllers or null;
+    systemdPatches = map baseNameOf (map toString c.systemd.package.patches);
+    toplevel = c.system.build.toplevel.outPath;
+    tag = c.virtualisation.dockerImage.tag;
+  };
+in
+{
+  defaults =
+    let
+      c = (eval { }).config.virtualisation.dockerImage;
+    in
+    {
+      inherit (c) name tag maxLayers;
+      extraContents = map toString c.extraContents;
+      healthcheck = c.healthcheck.enable;
+      patchSystemd = c.patchSystemd;
+    };
+
+  defaultNameWithoutHostName =
+    (eval { modules = [ { networking.hostName = ""; } ]; }).config.virtualisation.dockerImage.name;
+
+  base = summary base;
+  variant = summary variant;
+
+  spec = {
+    inherit (spec)
+      version
+      imageName
+      imageTag
+      maxLayers
+      system
+      config
+      skeleton
+      ;
+    toplevel = toString spec.toplevel;
+    closureRoots = map toString spec.exportReferencesGraph.closure;
+    variantToplevel = variant.system.build.toplevel.outPath;
+    baseToplevel = base.system.build.toplevel.outPath;
+    imageSpecName = spec.name;
+    dockerImageName = base.system.build.dockerImage.name;
+  };
+
+  healthcheckOff =
+    (eval { modules = [ { virtualisation.dockerImage.healthcheck.enable = false; } ]; })
+    .config.system.build.dockerImageSpec.config ? Healthcheck;
+
+  # With patchSystemd = false the variant keeps the base's systemd, whatever its version.
+  unpatched =
+    let
+      c =
+        (eval {
+          modules = [ { virtualisation.dockerImage.patchSystemd = false; } ];
+          pkgsArgs.systemdVersion = "255.4";
+        }).config;
+    in
+    c.virtualisation.dockerVariant.systemd.package.version;
+
+  supportedFixture = (import ../lib/systemd-patches.nix {
+    inherit lib;
+    patchesDir = ./fixtures/patches/systemd;
+  }).supported;
+  supportedReal = (import ../lib/systemd-patches.nix { inherit lib; }).supported;
+
+  # --- errors (each throws when forced)
+  wrongType =
+    (eval { modules = [ { virtualisation.dockerImage.maxLayers = "many"; } ]; })
+    .config.virtualisation.dockerImage.maxLayers;
+  maxLayersTooSmall =
+    (eval { modules = [ { virtualisation.dockerImage.maxLayers = 1; } ]; })
+    .config.virtualisation.dockerImage.maxLayers;
+  badPort =
+    (eval { modules = [ { virtualisation.dockerImage.exposedPorts = [ "http" ]; } ]; })
+    .config.virtualisation.dockerImage.exposedPorts;
+  nested =
+    (eval {
+      modules = [
+        {
+          virtualisation.dockerVariant = {
+            services.nscd.enable = true;
+            virtualisation.dockerVariant.services.resolved.enable = true;
+          };
+        }
+      ];
+    }).config.system.build.dockerImageSpec.imageName;
+  unsupportedSystemd =
+    (eval { pkgsArgs.systemdVersion = "255.4"; }).config.system.build.dockerImageSpec.imageName;
+}
