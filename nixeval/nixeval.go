@@ -1,0 +1,331 @@
+// Package nixeval is the Nix side of nixos2docker seen from Go: it turns a
+// Plan (the user's flake or nixpkgs, an optional body module, the target
+// system) into the files and command of the builder stage, reads back what
+// that stage wrote, and maps Nix's errors onto lines of the user's file.
+//
+// The builder stage runs run.sh (POSIX sh, Nix >= 2.8) in a builder image
+// with the build context mounted read-only at ContextDir and the files of an
+// Invocation at Dir: eval.nix (fixed), plan.json (the plan's parameters),
+// body.nix (the user's body, so Nix names it in error positions), nix.conf
+// and our NixOS module (from the embedded fs.FS the caller hands in). The
+// evaluation combines them into config.system.build.dockerImageSpec; the
+// stage copies the spec and exactly its closure into OutDir, because a
+// later step can only read the stage's own filesystem, not a cache mount.
+package nixeval
+
+import (
+	_ "embed"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"path"
+	"sort"
+	"strings"
+)
+
+//go:embed eval.nix
+var evalNix []byte
+
+//go:embed run.sh
+var runSh []byte
+
+// Plan is what to build, decided from the file and the build options.
+type Plan struct {
+	// Flake is the flake reference after the build-arg override (".#web",
+	// ".?dir=examples/toy#toy", "github:o/r#x"), "" if none. Relative
+	// references are resolved against the build context.
+	Flake string
+	// Target is the nixosConfigurations attribute; "" means the flake
+	// reference's fragment, else the only configuration.
+	Target string
+	// Nixpkgs is the flake reference of nixpkgs for a body-only file.
+	Nixpkgs string
+	// Body is the user's NixOS module ("" for none), from BodyFile starting
+	// at line BodyLine.
+	Body     string
+	BodyFile string
+	BodyLine int
+	// FlakeLine and NixpkgsLine are the lines of the directives the values
+	// came from (0 when they came from a build argument); errors about them
+	// point there.
+	FlakeLine, NixpkgsLine int
+	// System is the Nix system to build for: "x86_64-linux" or "aarch64-linux".
+	System string
+	// NixConfig is extra nix.conf text (a build argument).
+	NixConfig string
+	// Substituters says whether binary caches may be used (real builds:
+	// true; offline tests: false, which also spares Nix its retries).
+	Substituters bool
+}
+
+// Layout is where the builder stage finds and puts things.
+type Layout struct {
+	Dir        string // our files (read-only)
+	ContextDir string // the build context (read-only)
+	OutDir     string // what the stage produces
+}
+
+// DefaultLayout is the layout of the builder stage.
+var DefaultLayout = Layout{Dir: "/nixos2docker", ContextDir: "/src", OutDir: "/out"}
+
+// Secret is an optional BuildKit secret the builder stage mounts. Secrets
+// are read at run time only, so none enters a layer or a cache key.
+type Secret struct {
+	ID   string // as in `docker buildx build --secret id=ID,src=…`
+	Path string // where the stage expects it
+	What string
+}
+
+// Secrets the builder stage understands.
+var Secrets = []Secret{
+	{ID: "netrc", Path: "/run/secrets/netrc", What: "a netrc file for private flakes and binary caches (netrc-file)"},
+	{ID: "nixconf", Path: "/run/secrets/nixconf", What: "extra nix.conf lines kept out of the cache key (access-tokens, extra-substituters, trusted-public-keys)"},
+	{ID: "github_token", Path: "/run/secrets/github_token", What: "a GitHub token for github: flake inputs (access-tokens = github.com=…)"},
+}
+
+// Invocation is the builder stage for one Plan.
+type Invocation struct {
+	// Dir is where Files go.
+	Dir string
+	// Files are relative to Dir: eval.nix, plan.json, body.nix, nix.conf,
+	// run.sh and the module's files.
+	Files map[string][]byte
+	// Args and Env run the stage.
+	Args []string
+	Env  []string
+	// ContextDir is where the build context is mounted read-only.
+	ContextDir string
+	// OutDir receives result.json, spec.json and nix/store/….
+	OutDir string
+	// Network is whether the stage needs the network: substituters, or a
+	// flake that is not in the build context.
+	Network bool
+	// Secrets are the optional secret mounts.
+	Secrets []Secret
+}
+
+// ResultPath is the path of result.json.
+func (inv *Invocation) ResultPath() string { return path.Join(inv.OutDir, "result.json") }
+
+// Build is the builder stage that builds the plan's image spec and copies it
+// and its closure into OutDir (spec.json, nix/store/…), in DefaultLayout.
+func Build(plan Plan, module fs.FS) (*Invocation, error) {
+	return DefaultLayout.Build(plan, module)
+}
+
+// Targets is the builder stage that lists the flake's nixosConfigurations
+// into OutDir/targets.json (and result.json), in DefaultLayout.
+func Targets(plan Plan, module fs.FS) (*Invocation, error) {
+	return DefaultLayout.Targets(plan, module)
+}
+
+// Build is Build in layout l.
+func (l Layout) Build(plan Plan, module fs.FS) (*Invocation, error) {
+	if plan.Flake == "" && strings.TrimSpace(plan.Body) == "" {
+		return nil, errors.New("nothing to build: no flake and no body")
+	}
+	if plan.Flake == "" && plan.Nixpkgs == "" {
+		return nil, errors.New("the body is a whole NixOS configuration, but there is no nixpkgs to build it with: add a nixpkgs directive or set the NIXPKGS build argument")
+	}
+	return l.invocation(plan, module, "build")
+}
+
+// Targets is Targets in layout l.
+func (l Layout) Targets(plan Plan, module fs.FS) (*Invocation, error) {
+	if plan.Flake == "" {
+		return nil, errors.New("no flake to list the targets of: add a flake directive or set the NIXOS_FLAKE build argument")
+	}
+	plan.Body, plan.Target = "", ""
+	return l.invocation(plan, module, "targets")
+}
+
+// planJSON is plan.json, the parameters of eval.nix.
+type planJSON struct {
+	Flake   string `json:"flake"`
+	Target  string `json:"target"`
+	Nixpkgs string `json:"nixpkgs"`
+	System  string `json:"system"`
+	Body    bool   `json:"body"`
+}
+
+func (l Layout) invocation(plan Plan, module fs.FS, mode string) (*Invocation, error) {
+	if plan.System != "x86_64-linux" && plan.System != "aarch64-linux" {
+		return nil, fmt.Errorf("unsupported Nix system %q (supported: x86_64-linux, aarch64-linux)", plan.System)
+	}
+	pj := planJSON{System: plan.System, Body: strings.TrimSpace(plan.Body) != ""}
+	remote := false
+	if plan.Flake != "" {
+		ref, err := ResolveFlakeRef(plan.Flake, l.ContextDir)
+		if err != nil {
+			return nil, fmt.Errorf("flake %q: %w", plan.Flake, err)
+		}
+		pj.Flake, pj.Target, remote = ref.URL, ref.Attr, ref.Remote
+		if plan.Target != "" {
+			pj.Target = plan.Target
+		}
+	} else {
+		ref, err := ResolveFlakeRef(plan.Nixpkgs, l.ContextDir)
+		if err != nil {
+			return nil, fmt.Errorf("nixpkgs %q: %w", plan.Nixpkgs, err)
+		}
+		if ref.Fragment != "" {
+			return nil, fmt.Errorf("nixpkgs %q: a nixpkgs reference has no #fragment", plan.Nixpkgs)
+		}
+		pj.Nixpkgs, remote = ref.URL, ref.Remote
+	}
+	planData, err := json.MarshalIndent(pj, "", "  ")
+	if err != nil {
+		return nil, fmt.Errorf("encoding plan.json: %w", err)
+	}
+
+	files := map[string][]byte{}
+	if module != nil {
+		if err := fs.WalkDir(module, ".", func(p string, d fs.DirEntry, err error) error {
+			if err != nil || d.IsDir() {
+				return err
+			}
+			data, err := fs.ReadFile(module, p)
+			if err != nil {
+				return err
+			}
+			files[p] = data
+			return nil
+		}); err != nil {
+			return nil, fmt.Errorf("reading the module files: %w", err)
+		}
+	}
+	if pj.Flake == "" || pj.Body {
+		// Without the module nothing defines dockerImageSpec; only a
+		// configuration that brings its own (the toy) can do without.
+		if _, ok := files["nixos/docker-image.nix"]; !ok {
+			return nil, errors.New("the module files lack nixos/docker-image.nix")
+		}
+	}
+	files["eval.nix"] = evalNix
+	files["run.sh"] = runSh
+	files["plan.json"] = append(planData, '\n')
+	files["nix.conf"] = []byte(NixConf(plan))
+	if pj.Body {
+		body := plan.Body
+		if !strings.HasSuffix(body, "\n") {
+			body += "\n"
+		}
+		files["body.nix"] = []byte(body)
+	}
+	return &Invocation{
+		Dir:        l.Dir,
+		Files:      files,
+		Args:       []string{"/bin/sh", path.Join(l.Dir, "run.sh"), mode},
+		Env:        []string{"NIXOS2DOCKER_DIR=" + l.Dir, "NIXOS2DOCKER_OUT=" + l.OutDir},
+		ContextDir: l.ContextDir,
+		OutDir:     l.OutDir,
+		Network:    plan.Substituters || remote,
+		Secrets:    Secrets,
+	}, nil
+}
+
+// NixConf is the nix.conf of the builder stage (NIX_CONF_DIR points at it).
+func NixConf(plan Plan) string {
+	var b strings.Builder
+	b.WriteString(`# nix.conf of the nixos2docker builder stage (generated by nixeval).
+# A BuildKit RUN step has no namespaces for Nix's sandbox and runs as root
+# with no nixbld users.
+experimental-features = nix-command flakes
+build-users-group =
+sandbox = false
+warn-dirty = false
+`)
+	if !plan.Substituters {
+		b.WriteString("# Offline: no binary caches (and no retries against them).\nsubstituters =\n")
+	}
+	for _, s := range Secrets {
+		switch s.ID {
+		case "netrc":
+			b.WriteString("# Optional secrets: a missing netrc is ignored, and so is a missing !include.\n")
+			fmt.Fprintf(&b, "netrc-file = %s\n", s.Path)
+		case "nixconf":
+			fmt.Fprintf(&b, "!include %s\n", s.Path)
+		}
+	}
+	if c := strings.TrimSpace(plan.NixConfig); c != "" {
+		b.WriteString("# From the build arguments.\n")
+		b.WriteString(c)
+		b.WriteString("\n")
+	}
+	return b.String()
+}
+
+// FlakeRef is a flake reference as the builder stage sees it.
+type FlakeRef struct {
+	URL      string // without the fragment; relative paths resolved
+	Fragment string // after '#', as written
+	Attr     string // the nixosConfigurations name the fragment selects ("" = none)
+	Remote   bool   // fetched over the network (not the build context)
+}
+
+// ResolveFlakeRef resolves ref for the builder stage: relative path
+// references (".", "./sub", ".?dir=sub", "path:.", "git+file:.") become
+// references into contextDir; others pass through unchanged. The fragment
+// names a NixOS configuration, as with nixos-rebuild: "web" or
+// "nixosConfigurations.web" (quotes allowed around the name).
+func ResolveFlakeRef(ref, contextDir string) (FlakeRef, error) {
+	var r FlakeRef
+	if ref == "" {
+		return r, errors.New("empty flake reference")
+	}
+	if strings.ContainsAny(ref, " \t\n") {
+		return r, errors.New("a flake reference has no spaces")
+	}
+	url, frag, _ := strings.Cut(ref, "#")
+	r.Fragment = frag
+	attr := strings.TrimPrefix(frag, "nixosConfigurations.")
+	if len(attr) >= 2 && attr[0] == '"' && attr[len(attr)-1] == '"' {
+		attr = attr[1 : len(attr)-1]
+	}
+	if frag != "" && attr == "" {
+		return r, fmt.Errorf("fragment %q names no NixOS configuration", frag)
+	}
+	r.Attr = attr
+
+	loc, query, hasQuery := strings.Cut(url, "?")
+	scheme, p := "", loc
+	for _, s := range []string{"path:", "git+file:"} {
+		if strings.HasPrefix(loc, s) {
+			scheme, p = s, strings.TrimPrefix(loc, s)
+			break
+		}
+	}
+	switch {
+	case strings.HasPrefix(p, "/"):
+		return r, fmt.Errorf("%q is an absolute path, which does not exist in a build: use a path relative to the build context (\".\", \"./sub\")", p)
+	case p == "." || p == ".." || strings.HasPrefix(p, "./") || strings.HasPrefix(p, "../") || (scheme != "" && p != ""):
+		clean := path.Clean(p)
+		if clean == ".." || strings.HasPrefix(clean, "../") {
+			return r, fmt.Errorf("%q is outside the build context", p)
+		}
+		if scheme == "" {
+			scheme = "path:"
+		}
+		r.URL = scheme + path.Join(contextDir, clean)
+		if hasQuery {
+			r.URL += "?" + query
+		}
+	case scheme != "":
+		return r, fmt.Errorf("%q has no path", loc)
+	default:
+		r.URL = url
+		r.Remote = true
+	}
+	return r, nil
+}
+
+// SortedFiles returns the invocation's file names, sorted.
+func (inv *Invocation) SortedFiles() []string {
+	names := make([]string, 0, len(inv.Files))
+	for n := range inv.Files {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	return names
+}

@@ -1,0 +1,282 @@
+package nixeval
+
+import (
+	"errors"
+	"flag"
+	"os"
+	"path/filepath"
+	"reflect"
+	"strings"
+	"testing"
+	"testing/fstest"
+
+	"github.com/nixos2docker/nixos2docker/frontend/nixfile"
+	ocispecs "github.com/opencontainers/image-spec/specs-go/v1"
+)
+
+var update = flag.Bool("update", false, "rewrite testdata/golden")
+
+// testModule stands in for the embedded module files.
+var testModule = fstest.MapFS{
+	"nixos/docker-image.nix":   {Data: []byte("{ ... }: { }\n")},
+	"nixos/lib/image-spec.nix": {Data: []byte("{ }\n")},
+	"patches/systemd/series":   {Data: []byte("0001.patch\n")},
+}
+
+func TestSystemFor(t *testing.T) {
+	for _, tt := range []struct {
+		p    ocispecs.Platform
+		want string
+	}{
+		{ocispecs.Platform{OS: "linux", Architecture: "amd64"}, "x86_64-linux"},
+		{ocispecs.Platform{OS: "linux", Architecture: "arm64"}, "aarch64-linux"},
+		{ocispecs.Platform{OS: "linux", Architecture: "arm64", Variant: "v8"}, "aarch64-linux"},
+		{ocispecs.Platform{OS: "linux", Architecture: "aarch64"}, "aarch64-linux"}, // normalised
+		{ocispecs.Platform{OS: "linux", Architecture: "x86_64"}, "x86_64-linux"},
+	} {
+		got, err := SystemFor(tt.p)
+		if err != nil || got != tt.want {
+			t.Errorf("SystemFor(%v) = %q, %v; want %q", tt.p, got, err, tt.want)
+		}
+	}
+	for _, p := range []ocispecs.Platform{
+		{OS: "linux", Architecture: "arm", Variant: "v7"},
+		{OS: "linux", Architecture: "riscv64"},
+		{OS: "windows", Architecture: "amd64"},
+	} {
+		_, err := SystemFor(p)
+		if err == nil || !strings.Contains(err.Error(), "unsupported platform") || !strings.Contains(err.Error(), "linux/amd64 (x86_64-linux), linux/arm64 (aarch64-linux)") {
+			t.Errorf("SystemFor(%v) error %v, want one listing the supported platforms", p, err)
+		}
+	}
+}
+
+func TestResolveFlakeRef(t *testing.T) {
+	for _, tt := range []struct {
+		ref  string
+		want FlakeRef
+	}{
+		{".", FlakeRef{URL: "path:/src"}},
+		{".#web", FlakeRef{URL: "path:/src", Fragment: "web", Attr: "web"}},
+		{".?dir=examples/toy#toy", FlakeRef{URL: "path:/src?dir=examples/toy", Fragment: "toy", Attr: "toy"}},
+		{"./sub/../sys#nixosConfigurations.web", FlakeRef{URL: "path:/src/sys", Fragment: "nixosConfigurations.web", Attr: "web"}},
+		{`path:.#nixosConfigurations."web.example.com"`, FlakeRef{URL: "path:/src", Fragment: `nixosConfigurations."web.example.com"`, Attr: "web.example.com"}},
+		{"path:sub?dir=x", FlakeRef{URL: "path:/src/sub?dir=x"}},
+		{"git+file:.#a", FlakeRef{URL: "git+file:/src", Fragment: "a", Attr: "a"}},
+		{"github:o/r#x", FlakeRef{URL: "github:o/r", Fragment: "x", Attr: "x", Remote: true}},
+		{"github:NixOS/nixpkgs/nixos-25.11", FlakeRef{URL: "github:NixOS/nixpkgs/nixos-25.11", Remote: true}},
+		{"git+https://example.com/r.git?ref=main#h", FlakeRef{URL: "git+https://example.com/r.git?ref=main", Fragment: "h", Attr: "h", Remote: true}},
+		{"nixpkgs", FlakeRef{URL: "nixpkgs", Remote: true}},
+	} {
+		got, err := ResolveFlakeRef(tt.ref, "/src")
+		if err != nil || got != tt.want {
+			t.Errorf("ResolveFlakeRef(%q) = %+v, %v; want %+v", tt.ref, got, err, tt.want)
+		}
+	}
+	for ref, msg := range map[string]string{
+		"/home/me/flake#x":       "absolute path",
+		"path:/etc#x":            "absolute path",
+		"../other#x":             "outside the build context",
+		"./a/../../b":            "outside the build context",
+		"path:":                  "has no path",
+		".#":                     "",
+		".#nixosConfigurations.": "names no NixOS configuration",
+		"":                       "empty",
+	} {
+		_, err := ResolveFlakeRef(ref, "/src")
+		if ref == ".#" {
+			if err != nil {
+				t.Errorf("ResolveFlakeRef(%q): %v (an empty fragment is no fragment)", ref, err)
+			}
+			continue
+		}
+		if err == nil || !strings.Contains(err.Error(), msg) {
+			t.Errorf("ResolveFlakeRef(%q) error %v, want %q", ref, err, msg)
+		}
+	}
+}
+
+func parse(t *testing.T, src string) *nixfile.File {
+	t.Helper()
+	f, err := nixfile.Parse("nixos.docker", []byte(src), nixfile.WithFlakeOverride("(tests)"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return f
+}
+
+var amd64 = ocispecs.Platform{OS: "linux", Architecture: "amd64"}
+
+func TestNewPlan(t *testing.T) {
+	f := parse(t, "# syntax=x\n# flake=.#web\n# nixpkgs=github:NixOS/nixpkgs\n{ services.nginx.enable = true; }\n")
+	p, err := NewPlan(f, Options{Platform: amd64, Substituters: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := Plan{Flake: ".#web", Nixpkgs: "github:NixOS/nixpkgs", Body: "{ services.nginx.enable = true; }\n",
+		BodyFile: "nixos.docker", BodyLine: 4, FlakeLine: 2, NixpkgsLine: 3, System: "x86_64-linux", Substituters: true}
+	if !reflect.DeepEqual(p, want) {
+		t.Errorf("got  %+v\nwant %+v", p, want)
+	}
+
+	// Build arguments override the directives (and then errors point at line 1).
+	p, err = NewPlan(f, Options{Flake: "github:o/r#db", Nixpkgs: "github:NixOS/nixpkgs/nixos-25.11", Target: "x", NixConfig: "cores = 2",
+		Platform: ocispecs.Platform{OS: "linux", Architecture: "arm64"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p.Flake != "github:o/r#db" || p.FlakeLine != 0 || p.Nixpkgs != "github:NixOS/nixpkgs/nixos-25.11" || p.NixpkgsLine != 0 ||
+		p.Target != "x" || p.System != "aarch64-linux" || p.NixConfig != "cores = 2" {
+		t.Errorf("overrides: %+v", p)
+	}
+}
+
+func TestNewPlanErrors(t *testing.T) {
+	for _, tt := range []struct {
+		name, src string
+		o         Options
+		line      int
+		msg       string
+	}{
+		{"no flake and no nixpkgs", "# syntax=x\n\n{ ... }: { }\n", Options{Platform: amd64}, 3, "no flake and no nixpkgs"},
+		{"nothing at all", "# syntax=x\n", Options{Platform: amd64}, 1, "empty file"},
+		{"bad flake directive", "# syntax=x\n# flake=/home/me/flake#web\n", Options{Platform: amd64}, 2, "absolute path"},
+		{"bad flake build arg", "# flake=.#web\n", Options{Flake: "../up#web", Platform: amd64}, 1, "outside the build context"},
+		{"nixpkgs with a fragment", "# nixpkgs=github:NixOS/nixpkgs#hello\n{ }\n", Options{Platform: amd64}, 1, "no #fragment"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := NewPlan(parse(t, tt.src), tt.o)
+			var e *nixfile.Error
+			if !errors.As(err, &e) || e.Line != tt.line || !strings.Contains(e.Msg, tt.msg) {
+				t.Errorf("got %v, want line %d: …%s…", err, tt.line, tt.msg)
+			}
+		})
+	}
+	_, err := NewPlan(parse(t, "# flake=.#web\n"), Options{Platform: ocispecs.Platform{OS: "linux", Architecture: "s390x"}})
+	if err == nil || !strings.Contains(err.Error(), "unsupported platform linux/s390x") {
+		t.Errorf("unsupported platform: %v", err)
+	}
+}
+
+// Golden files: what the builder stage gets for representative plans.
+func TestGolden(t *testing.T) {
+	cases := []struct {
+		name    string
+		targets bool
+		plan    Plan
+	}{
+		{"flake-target", false, Plan{Flake: ".#web", System: "x86_64-linux", Substituters: true}},
+		{"toy-offline", false, Plan{Flake: ".?dir=examples/toy#toy", System: "x86_64-linux"}},
+		{"flake-body", false, Plan{Flake: "github:o/r#x", Target: "web", Body: "{ services.nginx.enable = true; }", BodyLine: 3,
+			System: "aarch64-linux", Substituters: true, NixConfig: "extra-substituters = https://cache.example.com\nextra-trusted-public-keys = cache.example.com-1:AAAA"}},
+		{"nixpkgs-body", false, Plan{Nixpkgs: "github:NixOS/nixpkgs/nixos-25.11", Body: "{ pkgs, ... }: {\n  environment.systemPackages = [ pkgs.hello ];\n}\n", BodyLine: 2,
+			System: "x86_64-linux", Substituters: true}},
+		{"targets", true, Plan{Flake: ".#ignored", Target: "ignored", Body: "{ }", System: "x86_64-linux"}},
+	}
+	for _, tt := range cases {
+		t.Run(tt.name, func(t *testing.T) {
+			build := Build
+			if tt.targets {
+				build = Targets
+			}
+			inv, err := build(tt.plan, testModule)
+			if err != nil {
+				t.Fatal(err)
+			}
+			// The module files and the fixed files go in unchanged.
+			for name, f := range testModule {
+				if string(inv.Files[name]) != string(f.Data) {
+					t.Errorf("module file %s: got %q", name, inv.Files[name])
+				}
+			}
+			if string(inv.Files["eval.nix"]) != string(evalNix) || string(inv.Files["run.sh"]) != string(runSh) {
+				t.Error("eval.nix or run.sh differs from the embedded one")
+			}
+			var b strings.Builder
+			b.WriteString("# files: " + strings.Join(inv.SortedFiles(), " ") + "\n")
+			b.WriteString("# args: " + strings.Join(inv.Args, " ") + "\n")
+			b.WriteString("# env: " + strings.Join(inv.Env, " ") + "\n")
+			b.WriteString("# dirs: " + inv.Dir + " " + inv.ContextDir + " " + inv.OutDir + "\n")
+			b.WriteString("# network: " + map[bool]string{true: "yes", false: "no"}[inv.Network] + "\n")
+			for _, name := range []string{"plan.json", "nix.conf", "body.nix"} {
+				if data, ok := inv.Files[name]; ok {
+					b.WriteString("=== " + name + "\n" + string(data))
+				}
+			}
+			golden(t, filepath.Join("testdata", "golden", tt.name+".txt"), b.String())
+		})
+	}
+}
+
+func golden(t *testing.T, path, got string) {
+	t.Helper()
+	if *update {
+		if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(path, []byte(got), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return
+	}
+	want, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatalf("%v (run go test -update)", err)
+	}
+	if got != string(want) {
+		t.Errorf("%s differs (go test -update rewrites it):\n--- got\n%s\n--- want\n%s", path, got, want)
+	}
+}
+
+func TestBuildErrors(t *testing.T) {
+	for _, tt := range []struct {
+		name string
+		plan Plan
+		msg  string
+	}{
+		{"nothing", Plan{System: "x86_64-linux"}, "nothing to build"},
+		{"no nixpkgs", Plan{Body: "{ }", System: "x86_64-linux"}, "no nixpkgs"},
+		{"system", Plan{Flake: ".#a", System: "armv7l-linux"}, "unsupported Nix system"},
+		{"bad ref", Plan{Flake: "/abs#a", System: "x86_64-linux"}, "absolute path"},
+		{"body without the module", Plan{Flake: ".#a", Body: "{ }", System: "x86_64-linux"}, "lack nixos/docker-image.nix"},
+	} {
+		_, err := Build(tt.plan, fstest.MapFS{})
+		if err == nil || !strings.Contains(err.Error(), tt.msg) {
+			t.Errorf("%s: error %v, want %q", tt.name, err, tt.msg)
+		}
+	}
+	if _, err := Targets(Plan{Body: "{ }", Nixpkgs: "x", System: "x86_64-linux"}, nil); err == nil || !strings.Contains(err.Error(), "no flake") {
+		t.Errorf("Targets without a flake: %v", err)
+	}
+	// A flake without a body needs no module files (the configuration may
+	// bring its own dockerImageSpec, like the toy).
+	if _, err := Build(Plan{Flake: ".#toy", System: "x86_64-linux"}, nil); err != nil {
+		t.Errorf("flake without module files: %v", err)
+	}
+}
+
+func TestReadResult(t *testing.T) {
+	r, err := ReadResult([]byte(`{"status":"ok","spec":"/out/spec.json"}`))
+	if err != nil || r.Status != StatusOK || r.Spec != "/out/spec.json" {
+		t.Errorf("ok: %+v %v", r, err)
+	}
+	r, err = ReadResult([]byte(`{"status":"ok","targets":["a","b"]}`))
+	if err != nil || !reflect.DeepEqual(r.Targets, []string{"a", "b"}) {
+		t.Errorf("targets: %+v %v", r, err)
+	}
+	r, err = ReadResult([]byte(`{"status":"error","log":"error: x\n"}`))
+	if err != nil || r.Status != StatusError || r.Log != "error: x\n" {
+		t.Errorf("error: %+v %v", r, err)
+	}
+	for in, msg := range map[string]string{
+		``:                   "unexpected end",
+		`{"status":"error"}`: "without a log",
+		`{"status":"maybe"}`: `unknown status "maybe"`,
+		`{"status":"ok",`:    "unexpected end",
+		`["status"]`:         "cannot unmarshal",
+	} {
+		if _, err := ReadResult([]byte(in)); err == nil || !strings.Contains(err.Error(), msg) {
+			t.Errorf("ReadResult(%q) error %v, want %q", in, err, msg)
+		}
+	}
+}

@@ -1,0 +1,304 @@
+package nixeval
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"testing/fstest"
+	"time"
+
+	"github.com/nixos2docker/nixos2docker/nixeval/imagespec"
+)
+
+// needNix skips (or, under CI, fails) when Nix is not installed.
+func needNix(t *testing.T, tools ...string) {
+	t.Helper()
+	for _, tool := range tools {
+		if _, err := exec.LookPath(tool); err != nil {
+			if os.Getenv("CI") != "" {
+				t.Fatalf("%s is not on PATH (apt-get install -y nix-bin); CI must run the real-Nix tests", tool)
+			}
+			t.Skipf("%s is not on PATH (apt-get install -y nix-bin): skipping the real-Nix test", tool)
+		}
+	}
+}
+
+// stage is a builder stage on this machine: the invocation's files in a
+// temporary Dir, a context directory, an output directory.
+type stage struct {
+	layout Layout
+	root   string
+	chroot string // a root filesystem with Nix to run the stage in ("" = this machine)
+}
+
+func newStage(t *testing.T) *stage {
+	root := t.TempDir()
+	l := Layout{Dir: filepath.Join(root, "nixos2docker"), ContextDir: filepath.Join(root, "src"), OutDir: filepath.Join(root, "out")}
+	for _, d := range []string{l.Dir, l.ContextDir} {
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return &stage{layout: l, root: root, chroot: os.Getenv("NIXEVAL_TEST_ROOTFS")}
+}
+
+// copyTree copies the repository's directory rel into the stage's context.
+func (s *stage) copyTree(t *testing.T, rel string) {
+	t.Helper()
+	src := filepath.Join("..", rel)
+	err := filepath.WalkDir(src, func(p string, d os.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		r, _ := filepath.Rel(src, p)
+		dst := filepath.Join(s.layout.ContextDir, rel, r)
+		if d.IsDir() {
+			return os.MkdirAll(dst, 0o755)
+		}
+		data, err := os.ReadFile(p)
+		if err != nil {
+			return err
+		}
+		return os.WriteFile(dst, data, 0o644)
+	})
+	if err != nil {
+		t.Fatalf("copying %s into the context: %v", rel, err)
+	}
+}
+
+// run writes the invocation's files and runs it like the builder stage
+// does; it returns result.json and the stage's stderr.
+func (s *stage) run(t *testing.T, inv *Invocation) ([]byte, string, error) {
+	t.Helper()
+	for name, data := range inv.Files {
+		p := filepath.Join(inv.Dir, name)
+		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(p, data, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	env := append([]string{"PATH=/usr/bin:/bin:" + os.Getenv("PATH"), "HOME=" + filepath.Join(s.root, "home"), "XDG_CACHE_HOME=" + filepath.Join(s.root, "cache")}, inv.Env...)
+	var cmd *exec.Cmd
+	if s.chroot == "" {
+		cmd = exec.CommandContext(ctx, inv.Args[0], inv.Args[1:]...)
+		cmd.Env = env
+	} else {
+		// The stage's directories appear at the same paths inside the
+		// chroot, so nothing needs rewriting.
+		script := `set -e; d=$1; r=$2; shift 2
+mount -t proc proc "$d/proc"; mount --rbind /dev "$d/dev"
+mkdir -p "$d$r"; mount --bind "$r" "$d$r"
+exec chroot "$d" env -i "$@"`
+		args := append([]string{"-m", "--propagation", "private", "--", "/bin/sh", "-c", script, "sh", s.chroot, s.root}, env...)
+		cmd = exec.CommandContext(ctx, "unshare", append(args, inv.Args...)...)
+	}
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	runErr := cmd.Run()
+	result, _ := os.ReadFile(filepath.Join(inv.OutDir, "result.json"))
+	return result, stderr.String(), runErr
+}
+
+// The toy example built by the generated run.sh with this machine's Nix,
+// offline, through a path: flake in the context, as the frontend would.
+func TestRealNixBuildsToy(t *testing.T) {
+	s := newStage(t)
+	if s.chroot == "" {
+		needNix(t, "nix", "nix-instantiate", "nix-store")
+		// The toy imports ../../nixos/lib, so Nix must copy the whole
+		// context for "?dir=examples/toy"; Nix 2.8 copies only the dir.
+		if v := hostNixVersion(t); olderThan(v, 2, 10) {
+			t.Skipf("Nix %s copies only the dir of a ?dir= flake, and the toy needs the whole tree: set NIXEVAL_TEST_ROOTFS to a root filesystem with a newer Nix (Debian sid's nix-bin + busybox-static)", v)
+		}
+	}
+	if _, err := os.Stat(filepath.Join(s.chroot, "/bin/busybox")); err != nil {
+		t.Skip("the toy needs /bin/busybox (apt-get install -y busybox-static)")
+	}
+	if _, err := os.Stat("../examples/toy/flake.nix"); err != nil {
+		t.Skip("examples/toy is not in this tree")
+	}
+	s.copyTree(t, "examples/toy")
+	s.copyTree(t, "nixos/lib")
+	plan := Plan{Flake: ".?dir=examples/toy#toy", System: hostSystem(t)}
+	inv, err := s.layout.Build(plan, fstest.MapFS{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	data, stderr, err := s.run(t, inv)
+	if err != nil {
+		t.Fatalf("run.sh: %v\n%s", err, stderr)
+	}
+	res, err := ReadResult(data)
+	if err != nil {
+		t.Fatalf("%v\n%s", err, stderr)
+	}
+	if res.Status != StatusOK || res.Spec != filepath.Join(s.layout.OutDir, "spec.json") {
+		t.Fatalf("result %+v\n%s", res, stderr)
+	}
+	specData, err := os.ReadFile(res.Spec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	spec, err := imagespec.Parse(specData)
+	if err != nil {
+		t.Fatalf("spec.json: %v", err)
+	}
+	if spec.ImageName != "toy" || spec.System != plan.System {
+		t.Errorf("spec name %q system %q", spec.ImageName, spec.System)
+	}
+	// Exactly the closure, each path a full copy.
+	entries, err := os.ReadDir(filepath.Join(s.layout.OutDir, "nix/store"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var copied []string
+	for _, e := range entries {
+		copied = append(copied, "/nix/store/"+e.Name())
+	}
+	if want := spec.Paths(); strings.Join(copied, "\n") != strings.Join(want, "\n") {
+		t.Errorf("copied store paths\n%s\nwant the spec's closure\n%s", strings.Join(copied, "\n"), strings.Join(want, "\n"))
+	}
+	for _, p := range spec.Closure {
+		fi, err := os.Lstat(filepath.Join(s.layout.OutDir, p.Path))
+		if err != nil {
+			t.Errorf("closure path not copied: %v", err)
+			continue
+		}
+		if strings.Contains(p.Path, "-toy-blob") && fi.Size() != 64<<20 {
+			t.Errorf("%s: %d bytes, want 64 MiB", p.Path, fi.Size())
+		}
+	}
+	if !strings.Contains(stderr, "nixos2docker: copying") {
+		t.Errorf("the stage does not say what it does:\n%s", stderr)
+	}
+
+	// The targets of the same flake.
+	tinv, err := s.layout.Targets(Plan{Flake: ".?dir=examples/toy", System: plan.System}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.RemoveAll(s.layout.OutDir); err != nil {
+		t.Fatal(err)
+	}
+	data, stderr, err = s.run(t, tinv)
+	if err != nil {
+		t.Fatalf("run.sh targets: %v\n%s", err, stderr)
+	}
+	res, err = ReadResult(data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Join(res.Targets, ",") != "toy,toy-aarch64-linux,toy-x86_64-linux" {
+		t.Errorf("targets %q", res.Targets)
+	}
+	var listed []string
+	if tj, err := os.ReadFile(filepath.Join(s.layout.OutDir, "targets.json")); err != nil || json.Unmarshal(tj, &listed) != nil || len(listed) != 3 {
+		t.Errorf("targets.json: %v %q", err, listed)
+	}
+}
+
+// Evaluation errors become results the frontend maps onto the file: an
+// unknown target, several targets and none chosen, a body on a
+// configuration that is not NixOS, a configuration for another system, a
+// flake without nixosConfigurations.
+func TestRealNixEvaluationErrors(t *testing.T) {
+	if os.Getenv("NIXEVAL_TEST_ROOTFS") == "" {
+		needNix(t, "nix", "nix-instantiate", "nix-store")
+	}
+	sys := hostSystem(t)
+	other := "arm"
+	if sys == "aarch64-linux" {
+		other = "x86"
+	}
+	module := fstest.MapFS{"nixos/docker-image.nix": {Data: []byte("{ ... }: { }\n")}}
+	tests := []struct {
+		name string
+		plan Plan
+		line int
+		msg  string
+	}{
+		{"unknown target", Plan{Flake: "./flake", Target: "web", FlakeLine: 2}, 2,
+			`unknown target "web": the flake path:SRC/flake has these NixOS configurations: "arm", "here", "x86"`},
+		{"unknown target from the fragment", Plan{Flake: "./flake#nixosConfigurations.web", FlakeLine: 3}, 3, `unknown target "web"`},
+		{"several targets, none chosen", Plan{Flake: "./flake", FlakeLine: 2}, 2,
+			`has 3 NixOS configurations ("arm", "here", "x86"): choose one with --target`},
+		{"body on a configuration without extendModules", Plan{Flake: "./flake#here", FlakeLine: 1, Body: "{ }\n", BodyLine: 3}, 3,
+			"the body needs a NixOS configuration to extend"},
+		{"configuration for another system", Plan{Flake: "./flake#" + other, FlakeLine: 2}, 2,
+			"but this build is for " + sys},
+		{"no nixosConfigurations", Plan{Flake: "path:noconfigs", FlakeLine: 2}, 2, "has no nixosConfigurations output"},
+		{"no flake.nix", Plan{Flake: ".?dir=nothing#x", FlakeLine: 4}, 4, "flake.nix"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			s := newStage(t)
+			for _, d := range []string{"flake", "noconfigs"} {
+				data, err := os.ReadFile(filepath.Join("testdata", d, "flake.nix"))
+				if err != nil {
+					t.Fatal(err)
+				}
+				if err := os.MkdirAll(filepath.Join(s.layout.ContextDir, d), 0o755); err != nil {
+					t.Fatal(err)
+				}
+				if err := os.WriteFile(filepath.Join(s.layout.ContextDir, d, "flake.nix"), data, 0o644); err != nil {
+					t.Fatal(err)
+				}
+			}
+			tt.plan.System = sys
+			inv, err := s.layout.Build(tt.plan, module)
+			if err != nil {
+				t.Fatal(err)
+			}
+			data, stderr, err := s.run(t, inv)
+			if err != nil {
+				t.Fatalf("run.sh must exit 0 on an evaluation error: %v\n%s", err, stderr)
+			}
+			res, err := ReadResult(data)
+			if err != nil {
+				t.Fatalf("%v\n%s", err, stderr)
+			}
+			if res.Status != StatusError {
+				t.Fatalf("status %q, want error", res.Status)
+			}
+			e := s.layout.MapError(tt.plan, "nixos.docker", res.Log)
+			want := strings.ReplaceAll(tt.msg, "SRC", s.layout.ContextDir)
+			if e == nil || e.Line != tt.line || e.Column != 1 || !strings.Contains(e.Msg, want) {
+				t.Errorf("MapError = %v, want line %d with %q\nlog:\n%s", e, tt.line, want, res.Log)
+			}
+		})
+	}
+}
+
+// olderThan says whether version v (like "2.8.0") is older than major.minor.
+func olderThan(v string, major, minor int) bool {
+	var ma, mi int
+	fmt.Sscanf(v, "%d.%d", &ma, &mi)
+	return ma < major || ma == major && mi < minor
+}
+
+func hostNixVersion(t *testing.T) string {
+	out, err := exec.Command("nix", "--version").Output()
+	if err != nil {
+		t.Fatalf("nix --version: %v", err)
+	}
+	f := strings.Fields(string(out))
+	return f[len(f)-1]
+}
+
+func hostSystem(t *testing.T) string {
+	out, err := exec.Command("nix-instantiate", "--eval", "--expr", "builtins.currentSystem").Output()
+	if err != nil {
+		t.Fatalf("nix-instantiate: %v", err)
+	}
+	return strings.Trim(strings.TrimSpace(string(out)), `"`)
+}

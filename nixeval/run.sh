@@ -1,0 +1,95 @@
+#!/bin/sh
+# The nixos2docker builder stage (written into the build by nixeval; POSIX sh,
+# Nix >= 2.8 on PATH: Debian's nix-bin or the nixos/nix image).
+#
+#   sh run.sh build     evaluate, build the image spec, copy it and its closure
+#                       into $NIXOS2DOCKER_OUT (spec.json, nix/store/…)
+#   sh run.sh targets   list the flake's nixosConfigurations (targets.json)
+#
+# Either way $NIXOS2DOCKER_OUT/result.json says what happened. An evaluation
+# error is a result ({"status":"error","log":…}, exit 0) so the frontend can
+# point at the offending line of the user's file; a download failure or a
+# failed build exits non-zero instead, so BuildKit shows it and caches nothing.
+set -eu
+
+dir=${NIXOS2DOCKER_DIR:-/nixos2docker}
+out=${NIXOS2DOCKER_OUT:-/out}
+mode=${1:-build}
+export NIX_CONF_DIR="$dir"
+
+# Optional BuildKit secrets (see nixeval.Secrets): they live only in this
+# process's environment and in tmpfs mounts, never in a layer or a cache key.
+# netrc and the included nix.conf are named in $dir/nix.conf.
+if [ -r /run/secrets/github_token ]; then
+	NIX_CONFIG="access-tokens = github.com=$(cat /run/secrets/github_token)
+${NIX_CONFIG:-}"
+	export NIX_CONFIG
+fi
+
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+mkdir -p "$out"
+
+say() { echo "nixos2docker: $*" >&2; }
+
+# logged LOG CMD...: run CMD, its stderr shown live and copied to LOG, its
+# stdout to ours; return CMD's status.
+logged() {
+	_log=$1
+	shift
+	{ { if "$@"; then echo 0 >"$tmp/status"; else echo $? >"$tmp/status"; fi; } 2>&1 1>&3 3>&- | tee "$_log" >&2; } 3>&1
+	return "$(cat "$tmp/status")"
+}
+
+# json_string < FILE: FILE as a JSON string literal (control characters other
+# than newline dropped, tabs as spaces).
+json_string() {
+	printf '"'
+	tr -d '\000-\010\013-\037' | tr '\t' ' ' |
+		sed -e 's/\\/\\\\/g' -e 's/"/\\"/g' -e 's/$/\\n/' | tr -d '\n'
+	printf '"'
+}
+
+# eval_failed LOG: report an evaluation error as a result, unless it is a
+# download failure (then fail the step: retrying may work, caching would not).
+eval_failed() {
+	if grep -Eiq "unable to download|could not resolve host|couldn't resolve host|failed to connect|connection timed out|connection refused|temporary failure in name resolution|network is unreachable|unable to access '|ssl connect error|HTTP error 5[0-9][0-9]" "$1"; then
+		say "evaluation failed while downloading (not a problem in the file): failing the step so it is not cached"
+		exit 1
+	fi
+	{ printf '{"status":"error","log":'; json_string <"$1"; printf '}\n'; } >"$out/result.json"
+	say "evaluation failed; the error is in $out/result.json"
+	exit 0
+}
+
+case $mode in
+targets)
+	say "listing the NixOS configurations of the flake"
+	logged "$tmp/eval.log" nix-instantiate --eval --strict --json "$dir/eval.nix" -A targets >"$tmp/targets.json" ||
+		eval_failed "$tmp/eval.log"
+	cp "$tmp/targets.json" "$out/targets.json"
+	printf '{"status":"ok","targets":%s}\n' "$(cat "$tmp/targets.json")" >"$out/result.json"
+	;;
+build)
+	say "evaluating the image spec"
+	logged "$tmp/eval.log" nix-instantiate "$dir/eval.nix" -A spec >"$tmp/drv" || eval_failed "$tmp/eval.log"
+	drv=$(cat "$tmp/drv")
+	say "building $drv"
+	spec=$(nix-store --realise "$drv")
+	cp "$spec" "$out/spec.json"
+	chmod 0644 "$out/spec.json"
+	# Exactly the closure the spec lists, copied out of the store: a later
+	# step can only read what is in this stage's own filesystem (the store
+	# may be a cache mount, which is not part of the output).
+	nix eval --raw --impure --expr "(import $dir/eval.nix).closureOf \"$out/spec.json\"" >"$tmp/closure"
+	mkdir -p "$out/nix/store"
+	say "copying $(wc -l <"$tmp/closure") store paths to $out/nix/store"
+	xargs sh -c 'cp -a "$@" "$0"' "$out/nix/store" <"$tmp/closure"
+	printf '{"status":"ok","spec":"%s"}\n' "$out/spec.json" >"$out/result.json"
+	say "done: $spec"
+	;;
+*)
+	echo "usage: run.sh build|targets" >&2
+	exit 2
+	;;
+esac
