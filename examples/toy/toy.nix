@@ -24,7 +24,7 @@ let
       ''
         /bin/busybox mkdir -p "$out/bin"
         /bin/busybox cp /bin/busybox "$out/bin/busybox"
-        for applet in sh env cat cp dd echo head ln mkdir chmod sed sleep true yes; do
+        for applet in sh env cat cp dd echo head kill ln mkdir chmod sed sleep true yes; do
           /bin/busybox ln -s busybox "$out/bin/$applet"
         done
       ''
@@ -95,16 +95,18 @@ let
     ln -s ${blob} "$out/blob"
     echo 'ID=toy' > "$out/etc/os-release"
     # PID 1 ignores signals it has no handler for: trap SIGTERM and
-    # SIGRTMIN+3 (37 on Linux), and wait on a background sleep so the
-    # trap runs as soon as the signal arrives.
+    # SIGRTMIN+3 (37 on Linux), set before the start line, and wait on a
+    # background sleep so the trap runs as soon as the signal arrives.
     cat > "$out/init" <<EOS
     #!${busybox}/bin/sh
+    child=
+    trap 'echo "toy init: stopping"; [ -z "\$child" ] || kill "\$child" 2>/dev/null; exit 0' TERM 37
     echo "toy init: started"
     ${app}/bin/toy-hello
-    trap 'echo "toy init: stopping"; exit 0' TERM 37
     while :; do
       ${busybox}/bin/sleep 3600 &
-      wait \$!
+      child=\$!
+      wait "\$child"
     done
     EOS
     chmod +x "$out/init"

@@ -1,0 +1,590 @@
+// Package nixos_test checks the NixOS module side of nixos2docker with real
+// Nix (Debian's nix-bin is enough): every .nix file parses, the module's option
+// layer evaluates with nixpkgs' real lib (../shared/nixpkgs-lib), and the toy
+// example's image spec, built by the real nixos/lib/image-spec.nix, is read by
+// the Go parser of the spec (nixeval/imagespec), so the writer and the reader
+// cannot drift apart.
+//
+// What cannot run here: a real NixOS closure (no nixpkgs on these machines)
+// and the flake's VM test (needs nixpkgs and KVM): `nix flake check` runs it
+// on a machine that has both.
+//
+// Without nix-instantiate/nix on PATH the tests skip, but fail when CI is set.
+package nixos_test
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"io/fs"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"reflect"
+	"slices"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/nixos2docker/nixos2docker/nixeval/imagespec"
+)
+
+// nixConfig makes Debian's Nix work offline as root without nixbld users.
+const nixConfig = "build-users-group =\nsubstituters =\nexperimental-features = nix-command flakes\nsandbox = false"
+
+func repoRoot(t *testing.T) string {
+	t.Helper()
+	root, err := filepath.Abs("..")
+	if err != nil {
+		t.Fatalf("repo root: %v", err)
+	}
+	if _, err := os.Stat(filepath.Join(root, "go.mod")); err != nil {
+		t.Fatalf("repo root %s: %v", root, err)
+	}
+	return root
+}
+
+// need returns the path of a tool, skipping the test without it (failing in CI).
+func need(t *testing.T, tool string) string {
+	t.Helper()
+	p, err := exec.LookPath(tool)
+	if err != nil {
+		if os.Getenv("CI") != "" {
+			t.Fatalf("%s not found on PATH (CI must install nix-bin): %v", tool, err)
+		}
+		t.Skipf("%s not found on PATH (apt-get install nix-bin): %v", tool, err)
+	}
+	return p
+}
+
+// nixpkgsLib finds nixpkgs' lib: $NIXPKGS_LIB, else ../shared/nixpkgs-lib
+// beside the repository.
+func nixpkgsLib(t *testing.T) string {
+	t.Helper()
+	dir := os.Getenv("NIXPKGS_LIB")
+	if dir == "" {
+		dir = filepath.Join(repoRoot(t), "..", "shared", "nixpkgs-lib")
+	}
+	if _, err := os.Stat(filepath.Join(dir, "lib", "default.nix")); err != nil {
+		if os.Getenv("CI") != "" {
+			t.Fatalf("nixpkgs lib not found at %s (set NIXPKGS_LIB): %v", dir, err)
+		}
+		t.Skipf("nixpkgs lib not found at %s (set NIXPKGS_LIB): %v", dir, err)
+	}
+	return filepath.Join(dir, "lib")
+}
+
+type result struct {
+	stdout, stderr string
+	err            error
+}
+
+func run(t *testing.T, dir, name string, args ...string) result {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, name, args...)
+	cmd.Dir = dir
+	cmd.Env = append(os.Environ(), "NIX_CONFIG="+nixConfig)
+	var out, errb bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errb
+	err := cmd.Run()
+	return result{out.String(), errb.String(), err}
+}
+
+func TestNixFilesParse(t *testing.T) {
+	nixInstantiate := need(t, "nix-instantiate")
+	root := repoRoot(t)
+	var files []string
+	for _, top := range []string{"nixos", "examples", "flake.nix"} {
+		err := filepath.WalkDir(filepath.Join(root, top), func(p string, d fs.DirEntry, err error) error {
+			if err != nil {
+				if errors.Is(err, fs.ErrNotExist) {
+					return nil
+				}
+				return err
+			}
+			if !d.IsDir() && strings.HasSuffix(p, ".nix") {
+				files = append(files, p)
+			}
+			return nil
+		})
+		if err != nil {
+			t.Fatalf("walking %s: %v", top, err)
+		}
+	}
+	for _, must := range []string{"flake.nix", "nixos/docker-image.nix", "nixos/docker-container.nix", "nixos/lib/image-spec.nix", "examples/toy/flake.nix"} {
+		if !slices.Contains(files, filepath.Join(root, must)) {
+			t.Errorf("%s is missing", must)
+		}
+	}
+	for _, f := range files {
+		if r := run(t, root, nixInstantiate, "--parse", f); r.err != nil {
+			t.Errorf("%s does not parse: %v\n%s", f, r.err, r.stderr)
+		}
+	}
+}
+
+// evalCase evaluates one attribute of nixos/tests/cases.nix.
+func evalCase(t *testing.T, name string) result {
+	t.Helper()
+	nixInstantiate := need(t, "nix-instantiate")
+	lib := nixpkgsLib(t)
+	root := repoRoot(t)
+	return run(t, root, nixInstantiate, "--eval", "--strict", "--json",
+		filepath.Join(root, "nixos", "tests", "cases.nix"),
+		"--arg", "lib", "import "+lib, "-A", name)
+}
+
+func evalJSON(t *testing.T, name string, v any) {
+	t.Helper()
+	r := evalCase(t, name)
+	if r.err != nil {
+		t.Fatalf("evaluating %s: %v\n%s", name, r.err, r.stderr)
+	}
+	if err := json.Unmarshal([]byte(r.stdout), v); err != nil {
+		t.Fatalf("decoding %s: %v\n%s", name, err, r.stdout)
+	}
+}
+
+func TestOptionDefaults(t *testing.T) {
+	var d struct {
+		Name          string   `json:"name"`
+		Tag           string   `json:"tag"`
+		MaxLayers     int      `json:"maxLayers"`
+		ExtraContents []string `json:"extraContents"`
+		Healthcheck   bool     `json:"healthcheck"`
+		PatchSystemd  bool     `json:"patchSystemd"`
+	}
+	evalJSON(t, "defaults", &d)
+	// networking.hostName's own default is "nixos".
+	if d.Name != "nixos" || d.Tag != "latest" || d.MaxLayers != 125 || len(d.ExtraContents) != 0 || !d.Healthcheck || !d.PatchSystemd {
+		t.Errorf("defaults = %+v", d)
+	}
+	var name string
+	evalJSON(t, "defaultNameWithoutHostName", &name)
+	if name != "nixos-docker" {
+		t.Errorf("name without a host name = %q, want nixos-docker", name)
+	}
+}
+
+type summary struct {
+	IsContainer        bool     `json:"isContainer"`
+	NixStoreMountOpts  []string `json:"nixStoreMountOpts"`
+	SpecialFileSystems []string `json:"specialFileSystems"`
+	Nscd               bool     `json:"nscd"`
+	Resolved           bool     `json:"resolved"`
+	Timesyncd          bool     `json:"timesyncd"`
+	Oomd               bool     `json:"oomd"`
+	Firewall           bool     `json:"firewall"`
+	UseDHCP            bool     `json:"useDHCP"`
+	EtcHosts           bool     `json:"etcHosts"`
+	Masked             []string `json:"masked"`
+	Services           []string `json:"services"`
+	RootSlice          *string  `json:"rootSlice"`
+	SystemdPatches     []string `json:"systemdPatches"`
+	Toplevel           string   `json:"toplevel"`
+	Tag                string   `json:"tag"`
+}
+
+func TestVariantLeavesBaseUntouched(t *testing.T) {
+	var base, variant summary
+	evalJSON(t, "base", &base)
+	evalJSON(t, "variant", &variant)
+
+	if base.IsContainer || !reflect.DeepEqual(base.NixStoreMountOpts, []string{"ro", "nodev", "nosuid"}) ||
+		!base.Nscd || !base.Timesyncd || !base.Oomd || !base.Firewall || !base.UseDHCP || !base.EtcHosts ||
+		len(base.Masked) != 0 || base.RootSlice != nil || len(base.SystemdPatches) != 0 || base.Tag != "latest" {
+		t.Errorf("the base configuration was changed: %+v", base)
+	}
+	if !reflect.DeepEqual(base.Services, []string{"myapp"}) {
+		t.Errorf("base services = %v, want only the base's own myapp", base.Services)
+	}
+
+	if !variant.IsContainer || len(variant.NixStoreMountOpts) != 0 || len(variant.SpecialFileSystems) != 0 ||
+		variant.Nscd || variant.Resolved || variant.Timesyncd || variant.Oomd || variant.Firewall || variant.UseDHCP || variant.EtcHosts {
+		t.Errorf("variant is not a container configuration: %+v", variant)
+	}
+	for _, u := range []string{"systemd-sysctl", "systemd-logind", "getty@", "serial-getty@", "systemd-journald", "systemd-networkd", "firewall", "suid-sgid-wrappers", "systemd-remount-fs"} {
+		if !slices.Contains(variant.Masked, u) {
+			t.Errorf("variant does not mask %s (masked: %v)", u, variant.Masked)
+		}
+	}
+	if !slices.Contains(variant.Services, "myapp") || slices.Contains(variant.Masked, "myapp") {
+		t.Errorf("the base's service myapp must be in the variant, unmasked: %v", variant.Services)
+	}
+	if !slices.Contains(variant.Services, "only-in-image") || slices.Contains(base.Services, "only-in-image") {
+		t.Errorf("virtualisation.dockerVariant settings must reach the variant only")
+	}
+	if variant.Tag != "variant" {
+		t.Errorf("variant's dockerImage.tag = %q, want the dockerVariant value", variant.Tag)
+	}
+	if variant.RootSlice == nil || !strings.Contains(*variant.RootSlice, "memory") {
+		t.Errorf("variant's -.slice DisableControllers = %v", variant.RootSlice)
+	}
+	// The fixture series lists 0002 before 0001: the order of the series wins.
+	if !reflect.DeepEqual(variant.SystemdPatches, []string{"0002-second.patch", "0001-first.patch"}) {
+		t.Errorf("variant's systemd patches = %v, want the fixture series in order", variant.SystemdPatches)
+	}
+	if variant.Toplevel == base.Toplevel {
+		t.Errorf("variant and base have the same toplevel %s", base.Toplevel)
+	}
+}
+
+func TestSpecImageConfig(t *testing.T) {
+	var s struct {
+		Version         int               `json:"version"`
+		ImageName       string            `json:"imageName"`
+		ImageTag        string            `json:"imageTag"`
+		MaxLayers       int               `json:"maxLayers"`
+		System          string            `json:"system"`
+		Config          json.RawMessage   `json:"config"`
+		Skeleton        []imagespec.Entry `json:"skeleton"`
+		Toplevel        string            `json:"toplevel"`
+		ClosureRoots    []string          `json:"closureRoots"`
+		VariantToplevel string            `json:"variantToplevel"`
+		BaseToplevel    string            `json:"baseToplevel"`
+		ImageSpecName   string            `json:"imageSpecName"`
+		DockerImageName string            `json:"dockerImageName"`
+	}
+	evalJSON(t, "spec", &s)
+	if s.Version != imagespec.Version || s.ImageName != "web" || s.ImageTag != "variant" || s.MaxLayers != 125 || s.System != "x86_64-linux" {
+		t.Errorf("spec header = %d %q %q %d %q", s.Version, s.ImageName, s.ImageTag, s.MaxLayers, s.System)
+	}
+	if s.Toplevel != s.VariantToplevel || s.Toplevel == s.BaseToplevel {
+		t.Errorf("spec toplevel %s, want the variant's %s (base: %s)", s.Toplevel, s.VariantToplevel, s.BaseToplevel)
+	}
+	if !reflect.DeepEqual(s.ClosureRoots, []string{s.VariantToplevel}) {
+		t.Errorf("closure roots = %v", s.ClosureRoots)
+	}
+	if s.ImageSpecName != "docker-image-spec-web.json" || s.DockerImageName != "docker-image-web.tar" {
+		t.Errorf("derivation names: %q, %q", s.ImageSpecName, s.DockerImageName)
+	}
+
+	// The config decodes into the Go side's type.
+	var c struct {
+		Entrypoint   []string
+		Env          []string
+		StopSignal   string
+		Labels       map[string]string
+		ExposedPorts map[string]struct{}
+		Volumes      map[string]struct{}
+		Healthcheck  *struct {
+			Test        []string
+			Interval    time.Duration
+			StartPeriod time.Duration
+			Retries     int
+		}
+	}
+	if err := json.Unmarshal(s.Config, &c); err != nil {
+		t.Fatalf("config: %v", err)
+	}
+	if !reflect.DeepEqual(c.Entrypoint, []string{s.VariantToplevel + "/init"}) {
+		t.Errorf("Entrypoint = %v, want the variant's init", c.Entrypoint)
+	}
+	if len(c.Env) == 0 || c.Env[0] != "container=docker" {
+		t.Errorf("Env = %v, want container=docker first", c.Env)
+	}
+	var path string
+	for _, e := range c.Env {
+		if v, ok := strings.CutPrefix(e, "PATH="); ok {
+			path = v
+		}
+	}
+	if !slices.Contains(strings.Split(path, ":"), "/run/current-system/sw/bin") {
+		t.Errorf("PATH %q does not reach systemctl (/run/current-system/sw/bin)", path)
+	}
+	if !slices.Contains(c.Env, "TZ=UTC") {
+		t.Errorf("Env %v lacks the dockerImage.env TZ=UTC", c.Env)
+	}
+	if c.StopSignal != "SIGRTMIN+3" {
+		t.Errorf("StopSignal = %q", c.StopSignal)
+	}
+	if c.Labels["org.example.team"] != "web" || c.Labels["org.opencontainers.image.title"] != "web" {
+		t.Errorf("Labels = %v", c.Labels)
+	}
+	if _, ok := c.ExposedPorts["80/tcp"]; !ok || len(c.ExposedPorts) != 2 {
+		t.Errorf("ExposedPorts = %v, want 80/tcp and 53/udp", c.ExposedPorts)
+	}
+	if _, ok := c.Volumes["/var/lib/web"]; !ok {
+		t.Errorf("Volumes = %v", c.Volumes)
+	}
+	if c.Healthcheck == nil || !slices.Contains(c.Healthcheck.Test, "is-system-running") || c.Healthcheck.Interval != 30*time.Second {
+		t.Errorf("Healthcheck = %+v", c.Healthcheck)
+	}
+	var off bool
+	evalJSON(t, "healthcheckOff", &off)
+	if off {
+		t.Errorf("healthcheck.enable = false still gives a Healthcheck")
+	}
+
+	sk := map[string]imagespec.Entry{}
+	for _, e := range s.Skeleton {
+		sk[e.Path] = e
+	}
+	if e := sk["/init"]; e.Type != imagespec.TypeSymlink || e.Target != s.VariantToplevel+"/init" {
+		t.Errorf("/init = %+v", e)
+	}
+	if e := sk["/tmp"]; e.Type != imagespec.TypeDir || e.FileMode() != 0o1777 {
+		t.Errorf("/tmp = %+v", e)
+	}
+	if e := sk["/nix/var/nix/profiles/system"]; e.Target != s.VariantToplevel {
+		t.Errorf("/nix/var/nix/profiles/system = %+v", e)
+	}
+}
+
+func TestSystemdPatchSelection(t *testing.T) {
+	var fixture, real []string
+	evalJSON(t, "supportedFixture", &fixture)
+	// 250-no-series has no series file: not a supported version.
+	if !reflect.DeepEqual(fixture, []string{"259", "262"}) {
+		t.Errorf("supported (fixture) = %v, want [259 262]", fixture)
+	}
+	evalJSON(t, "supportedReal", &real)
+	entries, err := os.ReadDir(filepath.Join(repoRoot(t), "patches", "systemd"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var want []string
+	for _, e := range entries {
+		if _, err := os.Stat(filepath.Join(repoRoot(t), "patches", "systemd", e.Name(), "series")); err == nil && e.IsDir() {
+			want = append(want, e.Name())
+		}
+	}
+	slices.Sort(want)
+	if !reflect.DeepEqual(real, want) || len(real) == 0 {
+		t.Errorf("supported (patches/systemd) = %v, want %v", real, want)
+	}
+	var version string
+	evalJSON(t, "unpatched", &version)
+	if version != "255.4" {
+		t.Errorf("patchSystemd = false: variant systemd %q, want the base's 255.4", version)
+	}
+}
+
+func TestBadInput(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		want []string
+	}{
+		{"wrongType", []string{"virtualisation.dockerImage.maxLayers", "is not of type", "at least 2"}},
+		{"maxLayersTooSmall", []string{"virtualisation.dockerImage.maxLayers", "at least 2"}},
+		{"badPort", []string{"virtualisation.dockerImage.exposedPorts", "http"}},
+		{"nested", []string{"virtualisation.dockerVariant' is set inside `virtualisation.dockerVariant'"}},
+		{"unsupportedSystemd", []string{"systemd 255.4", "Supported systemd major versions: 259, 262"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			r := evalCase(t, tc.name)
+			if r.err == nil {
+				t.Fatalf("evaluation succeeded (%s), want an error", strings.TrimSpace(r.stdout))
+			}
+			for _, w := range tc.want {
+				if !strings.Contains(r.stderr, w) {
+					t.Errorf("error lacks %q:\n%s", w, r.stderr)
+				}
+			}
+		})
+	}
+}
+
+// copyTree copies the files under src (relative to root) into dst.
+func copyTree(t *testing.T, root, dst string, rels ...string) {
+	t.Helper()
+	for _, rel := range rels {
+		err := filepath.WalkDir(filepath.Join(root, rel), func(p string, d fs.DirEntry, err error) error {
+			if err != nil {
+				return err
+			}
+			r, err := filepath.Rel(root, p)
+			if err != nil {
+				return err
+			}
+			if d.IsDir() {
+				return os.MkdirAll(filepath.Join(dst, r), 0o755)
+			}
+			data, err := os.ReadFile(p)
+			if err != nil {
+				return err
+			}
+			return os.WriteFile(filepath.Join(dst, r), data, 0o644)
+		})
+		if err != nil {
+			t.Fatalf("copying %s: %v", rel, err)
+		}
+	}
+}
+
+// TestToyImageSpec builds the toy's image spec with real Nix and reads it
+// with the Go parser. The flake is referenced with its whole tree
+// (git+file://…?dir=examples/toy; Nix 2.8 rejects `dir` on path: URLs, newer
+// Nix also takes path:…?dir=) from a copy holding only nixos/ and examples/toy,
+// so stray files of the work tree are not copied into the store.
+func TestToyImageSpec(t *testing.T) {
+	nix := need(t, "nix")
+	git := need(t, "git")
+	if _, err := os.Stat("/bin/busybox"); err != nil {
+		if os.Getenv("CI") != "" {
+			t.Fatalf("/bin/busybox missing (CI must install busybox-static): %v", err)
+		}
+		t.Skipf("/bin/busybox missing (apt-get install busybox-static): %v", err)
+	}
+	root := repoRoot(t)
+	tree := t.TempDir()
+	copyTree(t, root, tree, "nixos", "examples/toy")
+	for _, args := range [][]string{{"init", "-q"}, {"add", "-A"}} {
+		if r := run(t, tree, git, args...); r.err != nil {
+			t.Fatalf("git %v: %v\n%s", args, r.err, r.stderr)
+		}
+	}
+	ref := "git+file://" + tree + "?dir=examples/toy#nixosConfigurations.toy.config.system.build.dockerImageSpec"
+	r := run(t, tree, nix, "build", "--no-link", "--json", ref)
+	if r.err != nil {
+		t.Fatalf("nix build %s: %v\n%s", ref, r.err, r.stderr)
+	}
+	var built []struct {
+		Outputs map[string]string `json:"outputs"`
+	}
+	if err := json.Unmarshal([]byte(r.stdout), &built); err != nil || len(built) != 1 {
+		t.Fatalf("nix build --json: %v\n%s", err, r.stdout)
+	}
+	out := built[0].Outputs["out"]
+	data, err := os.ReadFile(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	spec, err := imagespec.Parse(data)
+	if err != nil {
+		t.Fatalf("imagespec.Parse(%s): %v", out, err)
+	}
+
+	byName := map[string]imagespec.Path{}
+	for _, p := range spec.Closure {
+		name := filepath.Base(p.Path)[33:]
+		byName[name] = p
+	}
+	want := []string{"toy-busybox", "toy-lib", "toy-lib-doc", "toy-message", "toy-app", "toy-blob", "toy-system", "toy-extra"}
+	for _, n := range want {
+		if _, ok := byName[n]; !ok {
+			t.Errorf("closure lacks %s", n)
+		}
+	}
+	if len(byName) != len(want) {
+		t.Errorf("closure has %d paths, want %d: %v", len(byName), len(want), spec.Paths())
+	}
+	if _, ok := byName["toy-buildtool"]; ok {
+		t.Errorf("the build-time-only toy-buildtool is in the closure")
+	}
+	app := byName["toy-app"]
+	for _, n := range []string{"toy-lib", "toy-lib-doc", "toy-message"} {
+		if !slices.Contains(app.References, byName[n].Path) {
+			t.Errorf("toy-app does not reference %s: %v", n, app.References)
+		}
+	}
+	if blob := byName["toy-blob"]; blob.NarSize < 64<<20 {
+		t.Errorf("toy-blob narSize %d, want >= 64 MiB", blob.NarSize)
+	}
+
+	if spec.ImageName != "toy" || spec.ImageTag != "latest" || spec.MaxLayers != 125 {
+		t.Errorf("spec header: %q %q %d", spec.ImageName, spec.ImageTag, spec.MaxLayers)
+	}
+	if spec.Toplevel != byName["toy-system"].Path {
+		t.Errorf("toplevel %s, want toy-system", spec.Toplevel)
+	}
+	if !reflect.DeepEqual(spec.Config.Entrypoint, []string{spec.Toplevel + "/init"}) || spec.Config.StopSignal != "SIGRTMIN+3" ||
+		!slices.Contains(spec.Config.Env, "container=docker") {
+		t.Errorf("config = %+v", spec.Config)
+	}
+	sk := map[string]imagespec.Entry{}
+	for _, e := range spec.Skeleton {
+		sk[e.Path] = e
+	}
+	if sk["/init"].Target != spec.Toplevel+"/init" || sk["/bin/sh"].Target != spec.Toplevel+"/sw/bin/sh" || sk["/tmp"].FileMode() != 0o1777 {
+		t.Errorf("skeleton = %+v", spec.Skeleton)
+	}
+
+	// The message is examples/toy/message.txt (the one derivation the
+	// "change one derivation" tests edit).
+	msg, err := os.ReadFile(byName["toy-message"].Path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	src, err := os.ReadFile(filepath.Join(root, "examples", "toy", "message.txt"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if string(msg) != string(src) {
+		t.Errorf("toy-message = %q, want message.txt %q", msg, src)
+	}
+
+	// The spec references its whole closure, so a derivation that takes the
+	// spec as input (system.build.dockerImage) sees every path it lists.
+	nixStore := need(t, "nix-store")
+	r = run(t, tree, nixStore, "--query", "--requisites", out)
+	if r.err != nil {
+		t.Fatalf("nix-store -qR %s: %v\n%s", out, r.err, r.stderr)
+	}
+	for _, p := range spec.Paths() {
+		if !strings.Contains(r.stdout, p+"\n") {
+			t.Errorf("the spec output does not keep %s alive", p)
+		}
+	}
+
+	// The init prints its line and exits 0 on SIGRTMIN+3 and on SIGTERM.
+	for _, sig := range []syscall.Signal{syscall.Signal(37), syscall.SIGTERM} {
+		checkInit(t, spec.Toplevel+"/init", sig)
+	}
+}
+
+func checkInit(t *testing.T, init string, sig syscall.Signal) {
+	t.Helper()
+	cmd := exec.Command(init)
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatalf("starting %s: %v", init, err)
+	}
+	lines := make(chan string, 16)
+	go func() {
+		s := bufio.NewScanner(stdout)
+		for s.Scan() {
+			lines <- s.Text()
+		}
+		close(lines)
+	}()
+	deadline := time.After(10 * time.Second)
+	for started := false; !started; {
+		select {
+		case l, ok := <-lines:
+			if !ok {
+				t.Fatalf("%s ended before printing its start line", init)
+			}
+			started = l == "toy init: started"
+		case <-deadline:
+			_ = cmd.Process.Kill()
+			t.Fatalf("%s printed no start line in 10 s", init)
+		}
+	}
+	if err := cmd.Process.Signal(sig); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() {
+		for range lines {
+		}
+		done <- cmd.Wait()
+	}()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Errorf("init after signal %d: %v, want exit 0", sig, err)
+		}
+	case <-time.After(5 * time.Second):
+		_ = cmd.Process.Kill()
+		t.Errorf("init did not stop within 5 s of signal %d", sig)
+	}
+}
