@@ -588,3 +588,42 @@ func checkInit(t *testing.T, init string, sig syscall.Signal) {
 		t.Errorf("init did not stop within 5 s of signal %d", sig)
 	}
 }
+
+// TestFlakeOutputs evaluates flake.nix's outputs with nixpkgs replaced by its
+// lib and stub packages: the attribute layout the README promises.
+func TestFlakeOutputs(t *testing.T) {
+	var f struct {
+		Outputs             []string            `json:"outputs"`
+		NixosModules        []string            `json:"nixosModules"`
+		ModuleIsOuter       bool                `json:"moduleIsOuter"`
+		NixosConfigurations []string            `json:"nixosConfigurations"`
+		Packages            map[string][]string `json:"packages"`
+		Checks              map[string][]string `json:"checks"`
+		OverlaySystemd      string              `json:"overlaySystemd"`
+	}
+	evalJSON(t, "flake", &f)
+	for _, o := range []string{"nixosModules", "overlays", "nixosConfigurations", "packages", "checks"} {
+		if !slices.Contains(f.Outputs, o) {
+			t.Errorf("flake outputs lack %s: %v", o, f.Outputs)
+		}
+	}
+	if !reflect.DeepEqual(f.NixosModules, []string{"default", "docker-image"}) || !f.ModuleIsOuter {
+		t.Errorf("nixosModules = %v (default is nixos/docker-image.nix: %v)", f.NixosModules, f.ModuleIsOuter)
+	}
+	if !slices.Contains(f.NixosConfigurations, "example") {
+		t.Errorf("nixosConfigurations = %v", f.NixosConfigurations)
+	}
+	for _, sys := range []string{"x86_64-linux", "aarch64-linux"} {
+		for _, p := range []string{"dockerImage", "nixos2docker"} {
+			if !slices.Contains(f.Packages[sys], p) {
+				t.Errorf("packages.%s lacks %s: %v", sys, p, f.Packages[sys])
+			}
+		}
+		if !slices.Contains(f.Checks[sys], "vm") {
+			t.Errorf("checks.%s lacks vm: %v", sys, f.Checks[sys])
+		}
+	}
+	if f.OverlaySystemd != "262.1" {
+		t.Errorf("overlay systemd version = %q", f.OverlaySystemd)
+	}
+}

@@ -121,6 +121,31 @@ in
   }).supported;
   supportedReal = (import ../lib/systemd-patches.nix { inherit lib; }).supported;
 
+  # The flake's outputs, with nixpkgs replaced by its lib and stub packages
+  # (lib.nixosSystem is not in lib: the configurations are not evaluated).
+  flake =
+    let
+      systems = [ "x86_64-linux" "aarch64-linux" ];
+      outputs = (import ../../flake.nix).outputs {
+        self = outputs;
+        nixpkgs = {
+          inherit lib;
+          legacyPackages = lib.genAttrs systems (system: import ./stub-pkgs.nix { inherit system; });
+        };
+      };
+      stub = import ./stub-pkgs.nix { };
+    in
+    {
+      outputs = lib.attrNames outputs;
+      nixosModules = lib.attrNames outputs.nixosModules;
+      moduleIsOuter = outputs.nixosModules.default == ../docker-image.nix;
+      nixosConfigurations = lib.attrNames outputs.nixosConfigurations;
+      packages = lib.mapAttrs (_: lib.attrNames) outputs.packages;
+      checks = lib.mapAttrs (_: lib.attrNames) outputs.checks;
+      # The overlay patches systemd with the real patches/systemd series.
+      overlaySystemd = (outputs.overlays.default { } { systemd = stub.mkSystemd "262.1" [ ]; }).systemd.version;
+    };
+
   # --- errors (each throws when forced)
   wrongType =
     (eval { modules = [ { virtualisation.dockerImage.maxLayers = "many"; } ]; })
