@@ -48,6 +48,12 @@ type Secret struct {
 	Path string
 }
 
+// Mount is a read-only input of the builder step.
+type Mount struct {
+	Dest  string
+	State llb.State
+}
+
 // Builder describes the builder stage.
 type Builder struct {
 	// Image is the builder image reference (Nix on PATH).
@@ -66,6 +72,11 @@ type Builder struct {
 	// NetworkMode, when not UNSET, is a network mode forced by the client.
 	NetworkMode pb.NetMode
 	Secrets     []Secret
+	// Mounts are further read-only inputs (named contexts), by destination.
+	Mounts []Mount
+	// Constraints are added to the Nix step, e.g. the source location of
+	// the user's file so a failing step points at it.
+	Constraints []llb.ConstraintsOpt
 	// CacheNamespace prefixes the cache mount id (BUILDKIT_CACHE_MOUNT_NS).
 	CacheNamespace string
 	// IgnoreCache re-runs the step even when BuildKit has it cached.
@@ -148,6 +159,12 @@ func BuilderStage(b Builder) (llb.State, error) {
 			return llb.State{}, fmt.Errorf("builder stage: environment entry %q is not KEY=VALUE", e)
 		}
 		runOpts = append(runOpts, llb.AddEnv(k, v))
+	}
+	for _, m := range b.Mounts {
+		runOpts = append(runOpts, llb.AddMount(m.Dest, m.State, llb.Readonly))
+	}
+	for _, c := range b.Constraints {
+		runOpts = append(runOpts, c)
 	}
 	for _, s := range b.Secrets {
 		runOpts = append(runOpts, llb.AddSecret(s.Path, llb.SecretID(s.ID), llb.SecretOptional))

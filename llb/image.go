@@ -180,10 +180,21 @@ func skeletonActions(entries []imagespec.Entry, t time.Time) (*llb.FileAction, i
 	sorted := append([]imagespec.Entry(nil), entries...)
 	sort.Slice(sorted, func(i, j int) bool { return sorted[i].Path < sorted[j].Path })
 	var fa actions
+	dirs := map[string]bool{"/": true}
+	parent := func(p string) {
+		if d := path.Dir(p); !dirs[d] {
+			fa.mkdir(d, 0o755, t)
+			for ; !dirs[d]; d = path.Dir(d) {
+				dirs[d] = true
+			}
+		}
+	}
 	for _, e := range sorted {
 		mode := e.FileMode()
 		switch e.Type {
 		case imagespec.TypeDir:
+			parent(e.Path)
+			dirs[e.Path] = true
 			if mode&^0o777 != 0 {
 				src := llb.Scratch().File(llb.Mkdir("/d", 0o755, llb.WithCreatedTime(t), llb.WithUIDGID(0, 0)))
 				fa.copy(src, "/d", e.Path, &llb.CopyInfo{
@@ -195,9 +206,7 @@ func skeletonActions(entries []imagespec.Entry, t time.Time) (*llb.FileAction, i
 			}
 			fa.mkdir(e.Path, os.FileMode(mode), t)
 		case imagespec.TypeFile:
-			if d := path.Dir(e.Path); d != "/" {
-				fa.mkdir(d, 0o755, t)
-			}
+			parent(e.Path)
 			if mode&^0o777 != 0 {
 				src := llb.Scratch().File(llb.Mkfile("/f", 0o644, []byte(e.Content), llb.WithCreatedTime(t), llb.WithUIDGID(0, 0)))
 				fa.copy(src, "/f", e.Path, &llb.CopyInfo{
@@ -208,9 +217,7 @@ func skeletonActions(entries []imagespec.Entry, t time.Time) (*llb.FileAction, i
 			}
 			fa.mkfile(e.Path, os.FileMode(mode), []byte(e.Content), t)
 		case imagespec.TypeSymlink:
-			if d := path.Dir(e.Path); d != "/" {
-				fa.mkdir(d, 0o755, t)
-			}
+			parent(e.Path)
 			fa.symlink(e.Target, e.Path, t)
 		}
 	}

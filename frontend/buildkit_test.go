@@ -1,0 +1,301 @@
+package frontend
+
+import (
+	"archive/tar"
+	"bytes"
+	"compress/gzip"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/moby/buildkit/client"
+	"github.com/moby/buildkit/solver/errdefs"
+	dockerspec "github.com/moby/docker-image-spec/specs-go/v1"
+	ocispecs "github.com/opencontainers/image-spec/specs-go/v1"
+	"github.com/tonistiigi/fsutil"
+)
+
+// These tests run Build client-side against a real buildkitd (the one
+// `hack/env up` starts): the gateway code path without the frontend image.
+
+func buildkitHost(t *testing.T) (string, string) {
+	t.Helper()
+	host := os.Getenv("BUILDKIT_HOST")
+	if host == "" {
+		if os.Getenv("CI") != "" {
+			t.Fatal("BUILDKIT_HOST is not set in CI: run `eval \"$(hack/env up)\"` first")
+		}
+		t.Skip("BUILDKIT_HOST is not set: run `eval \"$(hack/env up)\"` for the real-BuildKit tests")
+	}
+	builder := os.Getenv("BUILDER_IMAGE")
+	if builder == "" {
+		builder = "localhost:5000/nixos2docker/builder:latest"
+	}
+	return host, builder
+}
+
+type kitBuild struct {
+	file    string
+	attrs   map[string]string
+	ociDest string
+}
+
+type kitResult struct {
+	resp  *client.SolveResponse
+	names []string
+	logs  string
+}
+
+func solveKit(ctx context.Context, t *testing.T, b kitBuild) (*kitResult, error) {
+	t.Helper()
+	host, builder := buildkitHost(t)
+	c, err := client.New(ctx, host)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	// The toy flake imports ../../nixos/lib: the context is the repository
+	// with only those two trees.
+	root, err := filepath.Abs("..")
+	if err != nil {
+		t.Fatal(err)
+	}
+	base, err := fsutil.NewFS(root)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctxFS, err := fsutil.NewFilterFS(base, &fsutil.FilterOpt{IncludePatterns: []string{"examples/toy", "nixos"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, "image.nix2docker"), []byte(b.file), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	dfFS, err := fsutil.NewFS(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	attrs := map[string]string{
+		"filename":                     "image.nix2docker",
+		"build-arg:" + ArgBuilder:      builder,
+		"build-arg:" + ArgSubstituters: "false",
+	}
+	for k, v := range b.attrs {
+		attrs[k] = v
+	}
+	opt := client.SolveOpt{
+		FrontendAttrs: attrs,
+		LocalMounts:   map[string]fsutil.FS{"context": ctxFS, "dockerfile": dfFS},
+	}
+	if b.ociDest != "" {
+		opt.Exports = []client.ExportEntry{{Type: client.ExporterOCI, Output: func(map[string]string) (io.WriteCloser, error) {
+			return os.Create(b.ociDest)
+		}}}
+	}
+	ch := make(chan *client.SolveStatus)
+	res := &kitResult{}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		seen := map[string]bool{}
+		var logs strings.Builder
+		for s := range ch {
+			for _, v := range s.Vertexes {
+				if !seen[v.Digest.String()] {
+					seen[v.Digest.String()] = true
+					res.names = append(res.names, v.Name)
+				}
+			}
+			for _, l := range s.Logs {
+				logs.Write(l.Data)
+			}
+		}
+		res.logs = logs.String()
+	}()
+	resp, err := c.Build(ctx, opt, "nixos2docker-frontend-test", Build, ch)
+	<-done
+	res.resp = resp
+	return res, err
+}
+
+const toyFile = "# syntax=localhost:5000/nixos2docker/frontend\n# flake=.?dir=examples/toy#toy\n"
+
+func TestBuildKitToy(t *testing.T) {
+	buildkitHost(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	oci := filepath.Join(t.TempDir(), "image.tar")
+	res, err := solveKit(ctx, t, kitBuild{
+		file:    toyFile,
+		attrs:   map[string]string{"build-arg:" + ArgEpoch: "1700000000", "label:org.example.test": "yes"},
+		ociDest: oci,
+	})
+	if err != nil {
+		t.Fatalf("build: %v\nlogs:\n%s", err, res.logs)
+	}
+	var nixStep, layerSteps bool
+	for _, n := range res.names {
+		if strings.HasPrefix(n, "nix: build nixosConfigurations.toy docker image spec") {
+			nixStep = true
+		}
+		if strings.HasPrefix(n, "layer 1/") {
+			layerSteps = true
+		}
+	}
+	if !nixStep || !layerSteps {
+		t.Errorf("progress names %q: want the nix step and layer steps named", res.names)
+	}
+
+	cfg, layers := readOCI(t, oci)
+	if len(layers) < 2 || len(layers) != len(cfg.History) {
+		t.Fatalf("%d layers, %d history entries", len(layers), len(cfg.History))
+	}
+	if cfg.Config.Labels["org.example.test"] != "yes" {
+		t.Errorf("labels %v", cfg.Config.Labels)
+	}
+	if cfg.Created == nil || cfg.Created.Unix() != 1700000000 {
+		t.Errorf("created %v, want SOURCE_DATE_EPOCH", cfg.Created)
+	}
+	if len(cfg.Config.Entrypoint) == 0 {
+		t.Errorf("no entrypoint: %+v", cfg.Config)
+	}
+	// Every store path is in exactly one layer, every layer's paths are
+	// named in its history entry.
+	seen := map[string]int{}
+	for i, files := range layers {
+		for _, f := range files {
+			rest, ok := strings.CutPrefix(f, "nix/store/")
+			if !ok || rest == "" {
+				continue
+			}
+			top, _, _ := strings.Cut(rest, "/")
+			if _, dup := seen[top]; dup && seen[top] != i {
+				t.Errorf("%s is in layers %d and %d", top, seen[top], i)
+			}
+			seen[top] = i
+			if !strings.Contains(cfg.History[i].CreatedBy, "/nix/store/"+top) {
+				t.Errorf("history of layer %d does not name %s", i, top)
+			}
+		}
+	}
+	if len(seen) < 3 {
+		t.Errorf("only %d store paths in the image", len(seen))
+	}
+	last := strings.Join(layers[len(layers)-1], " ")
+	if strings.Contains(last, "nix/store/") {
+		t.Errorf("the skeleton layer holds store paths: %s", last)
+	}
+}
+
+func TestBuildKitBadFile(t *testing.T) {
+	buildkitHost(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	_, err := solveKit(ctx, t, kitBuild{file: "# syntax=x\n# flake=.?dir=examples/toy#toy\n# nixpgks=github:NixOS/nixpkgs\n"})
+	if err == nil {
+		t.Fatal("a file with an unknown directive built")
+	}
+	if !strings.Contains(err.Error(), "image.nix2docker:3:") {
+		t.Errorf("error %q does not name the line", err)
+	}
+	srcs := errdefs.Sources(err)
+	if len(srcs) == 0 || srcs[0].Info.Filename != "image.nix2docker" || srcs[0].Ranges[0].Start.Line != 3 {
+		t.Fatalf("no BuildKit source location for line 3: %+v", srcs)
+	}
+}
+
+func TestBuildKitUnsupportedPlatform(t *testing.T) {
+	buildkitHost(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	_, err := solveKit(ctx, t, kitBuild{file: toyFile, attrs: map[string]string{"platform": "linux/s390x"}})
+	if err == nil || !strings.Contains(err.Error(), "unsupported platform linux/s390x") {
+		t.Fatalf("error %v, want unsupported platform", err)
+	}
+}
+
+// readOCI reads an OCI layout tarball of one image: its config and the file
+// names of each layer.
+func readOCI(t *testing.T, p string) (*dockerspec.DockerOCIImage, [][]string) {
+	t.Helper()
+	f, err := os.Open(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	blobs := map[string][]byte{}
+	tr := tar.NewReader(f)
+	for {
+		h, err := tr.Next()
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		data, err := io.ReadAll(tr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		blobs[h.Name] = data
+	}
+	blob := func(d string) []byte {
+		b, ok := blobs["blobs/"+strings.Replace(d, ":", "/", 1)]
+		if !ok {
+			t.Fatalf("blob %s missing", d)
+		}
+		return b
+	}
+	var idx ocispecs.Index
+	if err := json.Unmarshal(blobs["index.json"], &idx); err != nil || len(idx.Manifests) == 0 {
+		t.Fatalf("index.json: %v", err)
+	}
+	var m ocispecs.Manifest
+	if err := json.Unmarshal(blob(idx.Manifests[0].Digest.String()), &m); err != nil {
+		t.Fatal(err)
+	}
+	var cfg dockerspec.DockerOCIImage
+	if err := json.Unmarshal(blob(m.Config.Digest.String()), &cfg); err != nil {
+		t.Fatal(err)
+	}
+	var layers [][]string
+	for _, l := range m.Layers {
+		files, err := layerFiles(blob(l.Digest.String()))
+		if err != nil {
+			t.Fatalf("layer %s: %v", l.Digest, err)
+		}
+		layers = append(layers, files)
+	}
+	return &cfg, layers
+}
+
+func layerFiles(data []byte) ([]string, error) {
+	zr, err := gzipReader(data)
+	if err != nil {
+		return nil, err
+	}
+	tr := tar.NewReader(zr)
+	var out []string
+	for {
+		h, err := tr.Next()
+		if errors.Is(err, io.EOF) {
+			return out, nil
+		}
+		if err != nil {
+			return nil, fmt.Errorf("read layer: %w", err)
+		}
+		out = append(out, strings.TrimPrefix(h.Name, "./"))
+	}
+}
+
+func gzipReader(data []byte) (io.Reader, error) {
+	return gzip.NewReader(bytes.NewReader(data))
+}

@@ -1,0 +1,199 @@
+package frontend
+
+import (
+	"fmt"
+	"io/fs"
+	"strings"
+	"time"
+
+	"github.com/moby/buildkit/client/llb"
+	"github.com/moby/buildkit/solver/pb"
+	"github.com/nixos2docker/nixos2docker/frontend/nixfile"
+	"github.com/nixos2docker/nixos2docker/layers"
+	nixllb "github.com/nixos2docker/nixos2docker/llb"
+	"github.com/nixos2docker/nixos2docker/nixeval"
+	"github.com/nixos2docker/nixos2docker/nixeval/imagespec"
+	ocispecs "github.com/opencontainers/image-spec/specs-go/v1"
+)
+
+// Request is one platform's build, everything known before any solve.
+type Request struct {
+	FileName string
+	File     *nixfile.File
+	Options  Options
+	// Target selects nixosConfigurations.<Target> (--target).
+	Target   string
+	Platform ocispecs.Platform
+	Context  llb.State
+	// Module is the nixos2docker module files (nil: the embedded ones).
+	Module fs.FS
+	// SourceMap is the user's file, for locations (nil in the debug command).
+	SourceMap *llb.SourceMap
+
+	NetworkMode    pb.NetMode
+	CacheNamespace string
+	IgnoreCache    bool
+	ResolveMode    llb.ResolveMode
+	MetaResolver   llb.ImageMetaResolver
+}
+
+// Stage is the builder stage of one build.
+type Stage struct {
+	Plan       nixeval.Plan
+	Invocation *nixeval.Invocation
+	State      llb.State
+}
+
+// ParseFile parses the user's file; its errors are *nixfile.Error.
+func ParseFile(name string, data []byte, o Options) (*nixfile.File, error) {
+	var opts []nixfile.Option
+	if o.Flake != "" {
+		opts = append(opts, nixfile.WithFlakeOverride(o.Flake))
+	}
+	return nixfile.Parse(name, data, opts...)
+}
+
+// plan combines the file's directives with the build arguments (which win);
+// its errors are located in the file.
+func plan(req Request) (nixeval.Plan, error) {
+	return nixeval.NewPlan(req.File, nixeval.Options{
+		Flake:        req.Options.Flake,
+		Nixpkgs:      req.Options.Nixpkgs,
+		Target:       req.Target,
+		NixConfig:    req.Options.NixConfig,
+		Platform:     req.Platform,
+		Substituters: req.Options.Substituters,
+	})
+}
+
+// description names the Nix step in progress output, e.g. "nix: build
+// nixosConfigurations.web docker image spec (x86_64-linux)".
+func description(p nixeval.Plan, targets bool) string {
+	if targets {
+		return fmt.Sprintf("nix: list nixosConfigurations of %s", p.Flake)
+	}
+	if p.Flake == "" {
+		return fmt.Sprintf("nix: build docker image spec of the file body with nixpkgs %s (%s)", p.Nixpkgs, p.System)
+	}
+	target := p.Target
+	if target == "" {
+		if ref, err := nixeval.ResolveFlakeRef(p.Flake, nixeval.DefaultLayout.ContextDir); err == nil {
+			target = ref.Attr
+		}
+	}
+	if target == "" {
+		return fmt.Sprintf("nix: build docker image spec of the flake %s (%s)", p.Flake, p.System)
+	}
+	return fmt.Sprintf("nix: build nixosConfigurations.%s docker image spec (%s)", target, p.System)
+}
+
+// NewStage returns the builder stage that builds the image spec.
+func NewStage(req Request) (*Stage, error) {
+	return newStage(req, false)
+}
+
+// NewTargetsStage returns the builder stage that lists the flake's
+// nixosConfigurations.
+func NewTargetsStage(req Request) (*Stage, error) {
+	return newStage(req, true)
+}
+
+func newStage(req Request, targets bool) (*Stage, error) {
+	p, err := plan(req)
+	if err != nil {
+		return nil, err
+	}
+	var inv *nixeval.Invocation
+	module := req.Module
+	if module == nil {
+		module = moduleFiles
+	}
+	if targets {
+		inv, err = nixeval.Targets(p, module)
+	} else {
+		inv, err = nixeval.Build(p, module)
+	}
+	if err != nil {
+		return nil, err
+	}
+	b := nixllb.Builder{
+		Image:    req.Options.Builder,
+		Platform: req.Platform,
+		System:   p.System,
+		Invocation: nixllb.Invocation{
+			Dir: inv.Dir, Files: inv.Files, Args: inv.Args, Env: inv.Env,
+			ContextDir: inv.ContextDir, OutDir: inv.OutDir,
+		},
+		Context:        req.Context,
+		Network:        inv.Network,
+		NetworkMode:    req.NetworkMode,
+		Secrets:        secrets(inv.Secrets),
+		CacheNamespace: req.CacheNamespace,
+		IgnoreCache:    req.IgnoreCache,
+		Description:    description(p, targets),
+		ResolveMode:    req.ResolveMode,
+		MetaResolver:   req.MetaResolver,
+	}
+	if loc := bodyLocation(req.SourceMap, req.File); loc != nil {
+		b.Constraints = append(b.Constraints, loc)
+	}
+	st, err := nixllb.BuilderStage(b)
+	if err != nil {
+		return nil, err
+	}
+	return &Stage{Plan: p, Invocation: inv, State: st}, nil
+}
+
+// secrets are the optional BuildKit secrets the Nix step may read (netrc,
+// extra nix.conf, tokens): mounted only into that step, never into a layer
+// or a cache key.
+func secrets(ss []nixeval.Secret) []nixllb.Secret {
+	out := make([]nixllb.Secret, len(ss))
+	for i, s := range ss {
+		out[i] = nixllb.Secret{ID: s.ID, Path: s.Path}
+	}
+	return out
+}
+
+// ResultError turns a failed Nix evaluation into an error located in the
+// user's file.
+func (s *Stage) ResultError(fileName string, r *nixeval.Result) error {
+	if e := nixeval.MapError(s.Plan, fileName, r.Log); e != nil {
+		return e
+	}
+	return fmt.Errorf("nix failed:\n%s", strings.TrimSpace(r.Log))
+}
+
+// ImageOptions are what the image takes besides the spec.
+type ImageOptions struct {
+	Platform ocispecs.Platform
+	Epoch    *time.Time
+	Labels   map[string]string
+}
+
+// Image returns the image for the spec the stage produced.
+func (s *Stage) Image(spec *imagespec.Spec, o ImageOptions) (*nixllb.Image, error) {
+	return NewImage(s.State, s.Invocation.OutDir, spec, o)
+}
+
+// NewImage lays out a spec's closure from a builder stage's output.
+func NewImage(store llb.State, outDir string, spec *imagespec.Spec, o ImageOptions) (*nixllb.Image, error) {
+	// The skeleton takes one layer of maxLayers.
+	ls, err := layers.Assign(layers.FromSpec(spec), layers.Options{MaxLayers: spec.MaxLayers - 1, Toplevel: spec.Toplevel})
+	if err != nil {
+		return nil, fmt.Errorf("assign layers: %w", err)
+	}
+	in := make([]nixllb.Layer, len(ls))
+	for i, l := range ls {
+		in[i] = nixllb.Layer{Paths: l.Paths, Size: l.Size}
+	}
+	return nixllb.NewImage(nixllb.ImageInput{
+		Spec:     spec,
+		Layers:   in,
+		Store:    store,
+		StoreDir: strings.TrimSuffix(outDir, "/") + imagespec.StoreDir,
+		Platform: o.Platform,
+		Epoch:    o.Epoch,
+		Labels:   o.Labels,
+	})
+}

@@ -1,0 +1,230 @@
+package frontend
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+	"testing/fstest"
+)
+
+var update = flag.Bool("update", false, "rewrite testdata/*.golden")
+
+// testModule stands for the embedded module files: the golden files then
+// change only when the LLB the frontend makes changes, not with the module.
+var testModule = fstest.MapFS{
+	"nixos/docker-image.nix": {Data: []byte("{ ... }: { }\n")},
+}
+
+const specFixture = "../nixeval/imagespec/testdata/spec-v1.json"
+
+var digestRe = regexp.MustCompile(`sha256:[0-9a-f]{64}`)
+
+// normalize makes a dump readable and stable: op digests become op1, op2, …
+// in order of appearance, and file contents written by Mkfile are replaced
+// by their path (their bytes belong to nixeval and the module).
+func normalize(t *testing.T, out []byte) []byte {
+	t.Helper()
+	ids := map[string]string{}
+	var b bytes.Buffer
+	for _, line := range bytes.Split(bytes.TrimSpace(out), []byte("\n")) {
+		var v any
+		if err := json.Unmarshal(line, &v); err != nil {
+			t.Fatalf("output line is not JSON: %s", line)
+		}
+		v = maskData(v)
+		dt, err := json.MarshalIndent(v, "", " ")
+		if err != nil {
+			t.Fatal(err)
+		}
+		dt = digestRe.ReplaceAllFunc(dt, func(d []byte) []byte {
+			if _, ok := ids[string(d)]; !ok {
+				ids[string(d)] = fmt.Sprintf("op%d", len(ids)+1)
+			}
+			return []byte(ids[string(d)])
+		})
+		b.Write(dt)
+		b.WriteByte('\n')
+	}
+	return b.Bytes()
+}
+
+func maskData(v any) any {
+	switch v := v.(type) {
+	case map[string]any:
+		if p, ok := v["path"].(string); ok {
+			if _, ok := v["data"]; ok {
+				v["data"] = "<contents of " + p + ">"
+			}
+		}
+		for k, x := range v {
+			v[k] = maskData(x)
+		}
+	case []any:
+		for i, x := range v {
+			v[i] = maskData(x)
+		}
+	}
+	return v
+}
+
+func runDebug(t *testing.T, args ...string) (string, error) {
+	t.Helper()
+	var out, errOut bytes.Buffer
+	err := debugLLB(context.Background(), args, &out, &errOut, testModule)
+	return out.String(), err
+}
+
+func TestGolden(t *testing.T) {
+	builder := "build-arg:" + ArgBuilder + "=localhost:5000/nixos2docker/builder:latest"
+	cases := []struct {
+		name string
+		args []string
+	}{
+		{"flake", []string{"-f", "testdata/flake.nix2docker", "--opt", builder, "--opt", "platform=linux/amd64"}},
+		{"flake-body", []string{"-f", "testdata/flake-body.nix2docker", "--opt", builder, "--opt", "platform=linux/amd64",
+			"--opt", "build-arg:" + ArgSubstituters + "=false"}},
+		{"body-nixpkgs", []string{"-f", "testdata/body-nixpkgs.nix2docker", "--opt", builder, "--opt", "platform=linux/arm64",
+			"--opt", "build-arg:" + ArgNixConfig + "=max-jobs = 4"}},
+		{"multi-platform", []string{"-f", "testdata/flake.nix2docker", "--opt", builder, "--opt", "platform=linux/amd64,linux/arm64",
+			"--opt", "target=api", "--opt", "no-cache"}},
+		{"image", []string{"-f", "testdata/flake.nix2docker", "--opt", builder, "--opt", "platform=linux/amd64",
+			"--spec", specFixture, "--opt", "build-arg:" + ArgEpoch + "=1700000000", "--opt", "label:org.example=1"}},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			out, err := runDebug(t, c.args...)
+			if err != nil {
+				t.Fatal(err)
+			}
+			got := normalize(t, []byte(out))
+			golden := filepath.Join("testdata", c.name+".golden")
+			if *update {
+				if err := os.WriteFile(golden, got, 0o644); err != nil {
+					t.Fatal(err)
+				}
+				return
+			}
+			want, err := os.ReadFile(golden)
+			if err != nil {
+				t.Fatalf("%v (run go test -update to create it)", err)
+			}
+			if !bytes.Equal(got, want) {
+				t.Errorf("LLB differs from %s (go test ./frontend -run TestGolden -update, then review the diff):\n%s", golden, firstDiff(string(want), string(got)))
+			}
+		})
+	}
+}
+
+func firstDiff(want, got string) string {
+	wl, gl := strings.Split(want, "\n"), strings.Split(got, "\n")
+	for i := 0; i < len(wl) || i < len(gl); i++ {
+		var w, g string
+		if i < len(wl) {
+			w = wl[i]
+		}
+		if i < len(gl) {
+			g = gl[i]
+		}
+		if w != g {
+			return fmt.Sprintf("line %d:\n  want %s\n  got  %s", i+1, w, g)
+		}
+	}
+	return ""
+}
+
+// TestDebugStages checks what the golden files hold, so a careless -update
+// cannot bless a broken stage.
+func TestDebugStages(t *testing.T) {
+	out, err := runDebug(t, "-f", "testdata/flake.nix2docker", "--opt", "platform=linux/amd64,linux/arm64", "--spec", specFixture)
+	if err == nil || !strings.Contains(err.Error(), "the spec is for x86_64-linux, but platform linux/arm64 needs aarch64-linux") {
+		t.Fatalf("a spec for one system used for two platforms: err %v", err)
+	}
+	out, err = runDebug(t, "-f", "testdata/flake.nix2docker", "--opt", "platform=linux/amd64", "--spec", specFixture)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var stages []string
+	var execs, merges int
+	for _, line := range strings.Split(strings.TrimSpace(out), "\n") {
+		var v map[string]any
+		if err := json.Unmarshal([]byte(line), &v); err != nil {
+			t.Fatal(err)
+		}
+		if s, ok := v["stage"].(string); ok {
+			stages = append(stages, s)
+		}
+		if strings.Contains(line, `"exec"`) {
+			execs++
+		}
+		if strings.Contains(line, `"merge"`) {
+			merges++
+		}
+	}
+	if strings.Join(stages, ",") != "builder,image,config" {
+		t.Errorf("stages %v", stages)
+	}
+	if execs != 2 || merges != 1 { // the builder step (twice: in each definition), one merge
+		t.Errorf("%d exec ops, %d merge ops", execs, merges)
+	}
+	if !strings.Contains(out, DefaultBuilder) {
+		t.Errorf("the default builder image %s is not used", DefaultBuilder)
+	}
+	// sharing 2 is LOCKED: one Nix at a time writes the store.
+	if !strings.Contains(out, `"cacheOpt":{"ID":"nixos2docker-nix-x86_64-linux","sharing":2}`) {
+		t.Errorf("no locked nix cache mount in:\n%s", out)
+	}
+}
+
+func TestDebugBadInput(t *testing.T) {
+	dir := t.TempDir()
+	write := func(name, data string) string {
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, []byte(data), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	spec, err := os.ReadFile(specFixture)
+	if err != nil {
+		t.Fatal(err)
+	}
+	unknownVersion := write("v2.json", strings.Replace(string(spec), `"version": 1`, `"version": 2`, 1))
+	dangling := write("dangling.json", strings.Replace(string(spec),
+		`"references": ["/nix/store/r5hcq8k2ww2ha6vyvm1qqrskn1m5x3dl-glibc-2.42"]`,
+		`"references": ["/nix/store/r5hcq8k2ww2ha6vyvm1qqrskn1m5x3dl-glibc-2.42", "/nix/store/zzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzz-libidn2-2.3.8"]`, 1))
+	oneLayer := write("onelayer.json", strings.Replace(string(spec), `"maxLayers": 125`, `"maxLayers": 1`, 1))
+	empty := write("empty.nix2docker", "")
+	cases := []struct {
+		name string
+		args []string
+		want string
+	}{
+		{"unknown directive", []string{"-f", "testdata/unknown-directive.nix2docker"}, "testdata/unknown-directive.nix2docker:3:"},
+		{"no flake no nixpkgs", []string{"-f", "testdata/no-nixpkgs.nix2docker"}, "testdata/no-nixpkgs.nix2docker:2:1: no flake and no nixpkgs"},
+		{"empty", []string{"-f", empty}, empty + ":1:1: "},
+		{"unsupported platform", []string{"-f", "testdata/flake.nix2docker", "--opt", "platform=linux/riscv64"}, "unsupported platform linux/riscv64"},
+		{"spec of unknown version", []string{"-f", "testdata/flake.nix2docker", "--opt", "platform=linux/amd64", "--spec", unknownVersion}, unknownVersion + ": image spec: version: unsupported version 2"},
+		{"dangling reference", []string{"-f", "testdata/flake.nix2docker", "--opt", "platform=linux/amd64", "--spec", dangling}, "zzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzz-libidn2-2.3.8 (referenced by"},
+		{"maxLayers < 2", []string{"-f", "testdata/flake.nix2docker", "--opt", "platform=linux/amd64", "--spec", oneLayer}, "maxLayers: 1 is too small"},
+		{"bad epoch", []string{"-f", "testdata/flake.nix2docker", "--opt", "build-arg:SOURCE_DATE_EPOCH=yesterday"}, "SOURCE_DATE_EPOCH"},
+		{"bad option", []string{"-f", "testdata/flake.nix2docker", "--opt", "frobnicate=1"}, "unknown option"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			_, err := runDebug(t, c.args...)
+			if err == nil {
+				t.Fatalf("no error, want %q", c.want)
+			}
+			if !strings.Contains(err.Error(), c.want) {
+				t.Fatalf("error %q, want it to contain %q", err, c.want)
+			}
+		})
+	}
+}

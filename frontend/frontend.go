@@ -1,0 +1,233 @@
+// Package frontend is the nixos2docker BuildKit gateway frontend: it reads the
+// user's file through dockerui (the options layer the Dockerfile frontend
+// uses), runs the Nix builder stage for each target platform, reads the image
+// spec the stage wrote, and returns the layered image with its config.
+//
+// Build is the gateway entry point; the pieces it is made of (ParseFile,
+// NewStage, NewImage) are also what the daemon-free `llb` debug command uses.
+package frontend
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"path"
+
+	"github.com/containerd/platforms"
+	"github.com/moby/buildkit/client/llb"
+	"github.com/moby/buildkit/frontend/dockerui"
+	"github.com/moby/buildkit/frontend/gateway/client"
+	"github.com/moby/buildkit/frontend/subrequests/outline"
+	"github.com/moby/buildkit/frontend/subrequests/targets"
+	"github.com/nixos2docker/nixos2docker/frontend/nixfile"
+	"github.com/nixos2docker/nixos2docker/nixeval"
+	"github.com/nixos2docker/nixos2docker/nixeval/imagespec"
+	ocispecs "github.com/opencontainers/image-spec/specs-go/v1"
+)
+
+// Language names the file in BuildKit source maps.
+const Language = "nixos2docker"
+
+// Build is the frontend's entry point (grpcclient.RunFromEnvironment, or a
+// client-side c.Build in tests).
+func Build(ctx context.Context, c client.Client) (_ *client.Result, err error) {
+	bc, err := dockerui.NewClient(c)
+	if err != nil {
+		return nil, fmt.Errorf("frontend options: %w", err)
+	}
+	src, err := bc.ReadEntrypoint(ctx, Language)
+	if err != nil {
+		return nil, err
+	}
+	// Every error located in the file is shown against it from here on.
+	defer func() { err = withLocation(err, src.SourceMap) }()
+
+	opts, err := ParseOptions(bc.BuildArgs)
+	if err != nil {
+		return nil, err
+	}
+	file, err := ParseFile(src.Filename, src.Data, opts)
+	if err != nil {
+		return nil, err
+	}
+	mainContext, err := bc.MainContext(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("build context: %w", err)
+	}
+
+	b := &build{c: c, bc: bc, src: src, opts: opts, file: file, context: *mainContext}
+
+	if res, ok, err := bc.HandleSubrequest(ctx, dockerui.RequestHandler{
+		Outline:     b.outline,
+		ListTargets: b.listTargets,
+	}); err != nil {
+		return nil, err
+	} else if ok {
+		return res, nil
+	}
+
+	sboms := newSBOMs()
+	rb, err := bc.Build(ctx, func(ctx context.Context, platform *ocispecs.Platform, idx int) (*dockerui.BuildResult, error) {
+		p := platforms.DefaultSpec()
+		if platform != nil {
+			p = *platform
+		}
+		p = platforms.Normalize(p)
+		res, spec, err := b.image(ctx, p)
+		if err != nil {
+			return nil, err
+		}
+		sboms.store(platforms.FormatAll(p), spec)
+		return res, nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	if bc.SBOM != nil {
+		if err := sboms.attach(ctx, c, rb, opts.Epoch); err != nil {
+			return nil, err
+		}
+	}
+	return rb.Finalize()
+}
+
+// build is one invocation of the frontend.
+type build struct {
+	c       client.Client
+	bc      *dockerui.Client
+	src     *dockerui.Source
+	opts    Options
+	file    *nixfile.File
+	context llb.State
+}
+
+func (b *build) request(p ocispecs.Platform) Request {
+	return Request{
+		FileName:       b.src.Filename,
+		File:           b.file,
+		Options:        b.opts,
+		Target:         b.bc.Target,
+		Platform:       p,
+		Context:        b.context,
+		SourceMap:      b.src.SourceMap,
+		NetworkMode:    b.bc.NetworkMode,
+		CacheNamespace: b.bc.CacheIDNamespace,
+		IgnoreCache:    b.bc.IsNoCache(b.bc.Target) || b.bc.IsNoCache("nix"),
+		ResolveMode:    b.bc.ImageResolveMode,
+		MetaResolver:   b.c,
+	}
+}
+
+// solve runs a stage and returns its result reference.
+func (b *build) solve(ctx context.Context, st llb.State, p ocispecs.Platform) (client.Reference, error) {
+	def, err := st.Marshal(ctx, llb.Platform(p), llb.WithCaps(b.bc.BuildOpts().LLBCaps))
+	if err != nil {
+		return nil, fmt.Errorf("marshal LLB: %w", err)
+	}
+	res, err := b.c.Solve(ctx, client.SolveRequest{Definition: def.ToPB(), CacheImports: b.bc.CacheImports})
+	if err != nil {
+		return nil, err
+	}
+	return res.SingleRef()
+}
+
+// result runs the builder stage and reads its result.json.
+func (b *build) result(ctx context.Context, stage *Stage, p ocispecs.Platform) (client.Reference, *nixeval.Result, error) {
+	ref, err := b.solve(ctx, stage.State, p)
+	if err != nil {
+		return nil, nil, err
+	}
+	data, err := ref.ReadFile(ctx, client.ReadRequest{Filename: path.Join(stage.Invocation.OutDir, "result.json")})
+	if err != nil {
+		return nil, nil, fmt.Errorf("read the builder stage's result.json: %w", err)
+	}
+	r, err := nixeval.ReadResult(data)
+	if err != nil {
+		return nil, nil, err
+	}
+	if r.Status != "ok" {
+		return nil, nil, stage.ResultError(b.src.Filename, r)
+	}
+	return ref, r, nil
+}
+
+func (b *build) image(ctx context.Context, p ocispecs.Platform) (*dockerui.BuildResult, *imagespec.Spec, error) {
+	stage, err := NewStage(b.request(p))
+	if err != nil {
+		return nil, nil, err
+	}
+	ref, _, err := b.result(ctx, stage, p)
+	if err != nil {
+		return nil, nil, err
+	}
+	data, err := ref.ReadFile(ctx, client.ReadRequest{Filename: path.Join(stage.Invocation.OutDir, "spec.json")})
+	if err != nil {
+		return nil, nil, fmt.Errorf("read the builder stage's spec.json: %w", err)
+	}
+	spec, err := imagespec.Parse(data)
+	if err != nil {
+		return nil, nil, err
+	}
+	if spec.System != stage.Plan.System {
+		return nil, nil, fmt.Errorf("the image spec is for %s, but %s was requested", spec.System, stage.Plan.System)
+	}
+	img, err := stage.Image(spec, ImageOptions{Platform: p, Epoch: b.opts.Epoch, Labels: b.bc.Labels})
+	if err != nil {
+		return nil, nil, err
+	}
+	out, err := b.solve(ctx, img.State, p)
+	if err != nil {
+		return nil, nil, err
+	}
+	return &dockerui.BuildResult{Reference: out, Image: img.Config, Epoch: b.opts.Epoch}, spec, nil
+}
+
+// listTargets answers `--call targets`: the flake's nixosConfigurations.
+func (b *build) listTargets(ctx context.Context) (*targets.List, error) {
+	p := platforms.Normalize(platforms.DefaultSpec())
+	if len(b.bc.TargetPlatforms) > 0 {
+		p = b.bc.TargetPlatforms[0]
+	}
+	stage, err := NewTargetsStage(b.request(p))
+	if err != nil {
+		return nil, err
+	}
+	if stage.Plan.Flake == "" {
+		return nil, errors.New("no flake: targets are a flake's nixosConfigurations, and this file's body is the whole configuration")
+	}
+	_, r, err := b.result(ctx, stage, p)
+	if err != nil {
+		return nil, err
+	}
+	list := &targets.List{Sources: [][]byte{b.src.Data}}
+	for i, name := range r.Targets {
+		list.Targets = append(list.Targets, targets.Target{
+			Name:        name,
+			Default:     len(r.Targets) == 1 && i == 0,
+			Description: "nixosConfigurations." + name + " of " + stage.Plan.Flake,
+		})
+	}
+	return list, nil
+}
+
+// outline answers `--call outline`: the build arguments and secrets the
+// build reads.
+func (b *build) outline(ctx context.Context) (*outline.Outline, error) {
+	o := &outline.Outline{
+		Name:        b.bc.Target,
+		Description: "NixOS image built by nixos2docker",
+		Sources:     [][]byte{b.src.Data},
+		Args: []outline.Arg{
+			{Name: ArgFlake, Description: "flake reference of the NixOS configuration (overrides # flake=)", Value: b.file.Flake},
+			{Name: ArgNixpkgs, Description: "nixpkgs flake reference for a body that is the whole configuration (overrides # nixpkgs=)", Value: b.file.Nixpkgs},
+			{Name: ArgBuilder, Description: "image that runs Nix", Value: DefaultBuilder},
+			{Name: ArgNixConfig, Description: "extra nix.conf settings"},
+			{Name: ArgSubstituters, Description: "use binary caches and the network (true/false)", Value: "true"},
+			{Name: ArgEpoch, Description: "time of every file and of the image config (seconds since 1970)"},
+		},
+	}
+	for _, s := range nixeval.Secrets {
+		o.Secrets = append(o.Secrets, outline.Secret{Name: s.ID})
+	}
+	return o, nil
+}

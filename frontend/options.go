@@ -1,0 +1,67 @@
+package frontend
+
+import (
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// Build arguments the frontend reads (docker buildx build --build-arg K=V).
+const (
+	ArgFlake        = "NIXOS_FLAKE"
+	ArgNixpkgs      = "NIXPKGS"
+	ArgBuilder      = "NIXOS2DOCKER_BUILDER"
+	ArgNixConfig    = "NIX_CONFIG"
+	ArgSubstituters = "NIXOS2DOCKER_SUBSTITUTERS"
+	ArgEpoch        = "SOURCE_DATE_EPOCH"
+)
+
+// DefaultBuilder is the builder image: the official Nix image, pinned by
+// version and by the digest of its multi-platform index, so a build never
+// changes under a user's feet.
+const DefaultBuilder = "docker.io/nixos/nix:2.35.2@sha256:7a007c766426c1877758ddc5cb87a965ac131fc78c582ce0083d922d51ae945c"
+
+// Options are the build's settings from build arguments; they override the
+// file's directives.
+type Options struct {
+	Flake     string
+	Nixpkgs   string
+	Builder   string
+	NixConfig string
+	// Substituters lets Nix use binary caches (and the network); on unless
+	// NIXOS2DOCKER_SUBSTITUTERS is false.
+	Substituters bool
+	// Epoch is SOURCE_DATE_EPOCH, nil when unset.
+	Epoch *time.Time
+}
+
+// ParseOptions reads the build arguments.
+func ParseOptions(args map[string]string) (Options, error) {
+	o := Options{
+		Flake:        strings.TrimSpace(args[ArgFlake]),
+		Nixpkgs:      strings.TrimSpace(args[ArgNixpkgs]),
+		Builder:      strings.TrimSpace(args[ArgBuilder]),
+		NixConfig:    args[ArgNixConfig],
+		Substituters: true,
+	}
+	if o.Builder == "" {
+		o.Builder = DefaultBuilder
+	}
+	if v, ok := args[ArgSubstituters]; ok && strings.TrimSpace(v) != "" {
+		b, err := strconv.ParseBool(strings.TrimSpace(v))
+		if err != nil {
+			return o, fmt.Errorf("build argument %s=%q: want true or false", ArgSubstituters, v)
+		}
+		o.Substituters = b
+	}
+	if v := strings.TrimSpace(args[ArgEpoch]); v != "" {
+		n, err := strconv.ParseInt(v, 10, 64)
+		if err != nil || n < 0 {
+			return o, fmt.Errorf("build argument %s=%q: want seconds since 1970 (a non-negative integer)", ArgEpoch, v)
+		}
+		t := time.Unix(n, 0).UTC()
+		o.Epoch = &t
+	}
+	return o, nil
+}
