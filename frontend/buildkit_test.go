@@ -16,6 +16,8 @@ import (
 	"time"
 
 	"github.com/moby/buildkit/client"
+	gwclient "github.com/moby/buildkit/frontend/gateway/client"
+	"github.com/moby/buildkit/frontend/subrequests/targets"
 	"github.com/moby/buildkit/solver/errdefs"
 	dockerspec "github.com/moby/docker-image-spec/specs-go/v1"
 	ocispecs "github.com/opencontainers/image-spec/specs-go/v1"
@@ -45,6 +47,8 @@ type kitBuild struct {
 	file    string
 	attrs   map[string]string
 	ociDest string
+	// inspect, when set, sees the frontend's result inside the build.
+	inspect func(*gwclient.Result) error
 }
 
 type kitResult struct {
@@ -120,7 +124,17 @@ func solveKit(ctx context.Context, t *testing.T, b kitBuild) (*kitResult, error)
 		}
 		res.logs = logs.String()
 	}()
-	resp, err := c.Build(ctx, opt, "nixos2docker-frontend-test", Build, ch)
+	build := Build
+	if b.inspect != nil {
+		build = func(ctx context.Context, c gwclient.Client) (*gwclient.Result, error) {
+			res, err := Build(ctx, c)
+			if err != nil {
+				return nil, err
+			}
+			return res, b.inspect(res)
+		}
+	}
+	resp, err := c.Build(ctx, opt, "nixos2docker-frontend-test", build, ch)
 	<-done
 	res.resp = resp
 	return res, err
@@ -195,6 +209,30 @@ func TestBuildKitToy(t *testing.T) {
 	}
 }
 
+func TestBuildKitTargets(t *testing.T) {
+	buildkitHost(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	var list targets.List
+	res, err := solveKit(ctx, t, kitBuild{
+		file:  "# flake=.?dir=examples/toy\n",
+		attrs: map[string]string{"requestid": targets.SubrequestsTargetsDefinition.Name},
+		inspect: func(r *gwclient.Result) error {
+			return json.Unmarshal(r.Metadata["result.json"], &list)
+		},
+	})
+	if err != nil {
+		t.Fatalf("--call targets: %v\nlogs:\n%s", err, res.logs)
+	}
+	var names []string
+	for _, tg := range list.Targets {
+		names = append(names, tg.Name)
+	}
+	if got := strings.Join(names, ","); got != "toy,toy-aarch64-linux,toy-x86_64-linux" {
+		t.Errorf("targets %q", got)
+	}
+}
+
 func TestBuildKitBadFile(t *testing.T) {
 	buildkitHost(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
@@ -209,6 +247,26 @@ func TestBuildKitBadFile(t *testing.T) {
 	srcs := errdefs.Sources(err)
 	if len(srcs) == 0 || srcs[0].Info.Filename != "image.nix2docker" || srcs[0].Ranges[0].Start.Line != 3 {
 		t.Fatalf("no BuildKit source location for line 3: %+v", srcs)
+	}
+}
+
+// A Nix syntax error in the body comes back from the builder stage located
+// at its line of the user's file.
+func TestBuildKitBodyError(t *testing.T) {
+	buildkitHost(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	file := "# syntax=x\n# flake=.?dir=examples/toy#toy\n{ ... }: {\n  networking.hostName = \"bad\";\n  broken = ;\n}\n"
+	res, err := solveKit(ctx, t, kitBuild{file: file})
+	if err == nil {
+		t.Fatal("a body with a syntax error built")
+	}
+	if !strings.Contains(err.Error(), "image.nix2docker:5:") {
+		t.Errorf("error %q does not name line 5\nlogs:\n%s", err, res.logs)
+	}
+	srcs := errdefs.Sources(err)
+	if len(srcs) == 0 || srcs[0].Ranges[0].Start.Line != 5 {
+		t.Errorf("no BuildKit source location for line 5: %+v", srcs)
 	}
 }
 
