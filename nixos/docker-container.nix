@@ -205,14 +205,18 @@ in
       sliceConfig.DisableControllers = "cpu cpuacct cpuset io blkio memory devices pids";
     };
 
-    # --- logging. TODO(reconcile with patches/systemd/README.md): until it
-    # says how the patched systemd logs, journald is masked and PID 1 logs to
-    # the console, which the patches point at the container's stdout.
+    # --- logging: everything to the container's stdout/stderr (`docker logs`).
+    # TODO(reconcile with patches/systemd/README.md, not written yet): until it
+    # says whether journald stays, journald is masked and units write to the
+    # console: StandardOutput=tty opens /dev/console, which a container without
+    # a terminal lacks; patches/systemd/262/0003-console.patch makes systemd
+    # open PID 1's stderr instead. PID 1 logs to the console (its stderr in a
+    # container). (With journald masked, "journal" output would go to /dev/null.)
     # nixos/modules/system/boot/systemd.nix (systemd.settings.Manager)
     systemd.settings.Manager = {
       LogTarget = "console";
       ShowStatus = "yes";
-      DefaultStandardOutput = "journal+console";
+      DefaultStandardOutput = "tty";
       DefaultStandardError = "inherit";
     };
 
