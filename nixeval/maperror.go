@@ -68,6 +68,11 @@ func (l Layout) MapError(plan Plan, fileName string, log string) *nixfile.Error 
 	}
 	msg := errorMessage(block)
 	msg = strings.ReplaceAll(msg, bodyPath, fileName)
+	if plan.Flake != "" {
+		// With a flake the body is virtualisation.dockerVariant: name its
+		// options as the user wrote them.
+		msg = strings.ReplaceAll(msg, "`virtualisation.dockerVariant.", "`")
+	}
 
 	// A position in the body: the error's own, else the innermost frame of
 	// the trace that is in the body.
@@ -98,6 +103,9 @@ func (l Layout) MapError(plan Plan, fileName string, log string) *nixfile.Error 
 	return nil
 }
 
+// nixIndent is how far Nix indents the lines of an error after the first.
+const nixIndent = "       "
+
 // errorMessage is the text of an "error: …" block without positions,
 // source excerpts and trace notes.
 func errorMessage(block string) string {
@@ -107,6 +115,8 @@ func errorMessage(block string) string {
 		t := strings.TrimSpace(line)
 		if i == 0 {
 			t = strings.TrimSpace(strings.TrimPrefix(t, "error:"))
+		} else if strings.HasPrefix(t, "(use '--show-trace'") {
+			continue
 		}
 		switch {
 		case t == "" && len(out) > 0:
@@ -122,6 +132,11 @@ func errorMessage(block string) string {
 				return strings.Join(out, "\n")
 			}
 			continue
+		}
+		if i > 0 {
+			// Keep the shape of quoted values: drop only Nix's indentation.
+			t = strings.TrimRight(strings.TrimPrefix(line, nixIndent), " ")
+			t = strings.TrimPrefix(t, "\t")
 		}
 		out = append(out, t)
 	}

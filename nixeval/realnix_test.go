@@ -72,9 +72,8 @@ func (s *stage) copyTree(t *testing.T, rel string) {
 	}
 }
 
-// run writes the invocation's files and runs it like the builder stage
-// does; it returns result.json and the stage's stderr.
-func (s *stage) run(t *testing.T, inv *Invocation) ([]byte, string, error) {
+// writeFiles writes the invocation's files into its Dir.
+func (s *stage) writeFiles(t *testing.T, inv *Invocation) {
 	t.Helper()
 	for name, data := range inv.Files {
 		p := filepath.Join(inv.Dir, name)
@@ -85,6 +84,13 @@ func (s *stage) run(t *testing.T, inv *Invocation) ([]byte, string, error) {
 			t.Fatal(err)
 		}
 	}
+}
+
+// run writes the invocation's files and runs it like the builder stage
+// does; it returns result.json and the stage's stderr.
+func (s *stage) run(t *testing.T, inv *Invocation) ([]byte, string, error) {
+	t.Helper()
+	s.writeFiles(t, inv)
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
 	env := append([]string{"PATH=/usr/bin:/bin:" + os.Getenv("PATH"), "HOME=" + filepath.Join(s.root, "home"), "XDG_CACHE_HOME=" + filepath.Join(s.root, "cache")}, inv.Env...)

@@ -1,0 +1,150 @@
+package nixeval
+
+import (
+	"context"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	nixos2docker "github.com/nixos2docker/nixos2docker"
+)
+
+// nixpkgsLib finds nixpkgs' lib as nixos/nixos_test.go does: $NIXPKGS_LIB,
+// else ../shared/nixpkgs-lib beside the repository.
+func nixpkgsLib(t *testing.T) string {
+	dir := os.Getenv("NIXPKGS_LIB")
+	if dir == "" {
+		dir = filepath.Join("..", "..", "shared", "nixpkgs-lib")
+	}
+	if _, err := os.Stat(filepath.Join(dir, "lib", "default.nix")); err != nil {
+		if os.Getenv("CI") != "" {
+			t.Fatalf("nixpkgs lib not found at %s (set NIXPKGS_LIB): %v", dir, err)
+		}
+		t.Skipf("nixpkgs lib not found at %s (set NIXPKGS_LIB): %v", dir, err)
+	}
+	return dir
+}
+
+// nixosLikeStage is a context holding testdata/nixoslike: a configuration
+// with extendModules and options (nixpkgs' real module system) but without
+// our module.
+func nixosLikeStage(t *testing.T) *stage {
+	s := newStage(t)
+	copyDir(t, filepath.Join(nixpkgsLib(t), "lib"), filepath.Join(s.layout.ContextDir, "nixpkgs-lib", "lib"))
+	for src, dst := range map[string]string{
+		"testdata/nixoslike/flake.nix":          "flake.nix",
+		"../nixos/tests/nixos-options-stub.nix": "stub/nixos-options-stub.nix",
+		"../nixos/tests/stub-pkgs.nix":          "stub/stub-pkgs.nix",
+	} {
+		copyFile(t, src, filepath.Join(s.layout.ContextDir, dst))
+	}
+	return s
+}
+
+func copyFile(t *testing.T, src, dst string) {
+	t.Helper()
+	data, err := os.ReadFile(src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.MkdirAll(filepath.Dir(dst), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(dst, data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func copyDir(t *testing.T, src, dst string) {
+	t.Helper()
+	err := filepath.WalkDir(src, func(p string, d os.DirEntry, err error) error {
+		if err != nil || d.IsDir() {
+			return err
+		}
+		r, _ := filepath.Rel(src, p)
+		copyFile(t, p, filepath.Join(dst, r))
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+// Bodies with mistakes, on a configuration with extendModules, through our
+// real module (embedded files) and the body as virtualisation.dockerVariant:
+// Nix's own error texts, mapped onto lines of the user's file.
+func TestRealNixBodyErrorsMapToTheFile(t *testing.T) {
+	if os.Getenv("NIXEVAL_TEST_ROOTFS") == "" {
+		needNix(t, "nix", "nix-instantiate", "nix-store")
+	}
+	const bodyLine = 5 // "# syntax", "# flake", two comment lines, then the body
+	tests := []struct {
+		name, body string
+		line, col  int
+		msg        string
+	}{
+		{"syntax error", "{ ... }: {\n  services.nginx.enable = true\n}\n", bodyLine + 2, 1, "syntax error, unexpected '}'"},
+		{"undefined variable", "{ ... }: {\n  networking.hostName = hostname;\n}\n", bodyLine + 1, 25, "undefined variable 'hostname'"},
+		{"option that does not exist", "{ ... }: {\n  nonsense.enable = true;\n}\n", bodyLine, 1, "The option `nonsense' does not exist. Definition values:\n- In `web.nixos':\n    {\n      enable = true;"},
+		{"wrong type", "{\n  networking.hostName = 42;\n}\n", bodyLine, 1, "is not of type"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			s := nixosLikeStage(t)
+			plan := Plan{Flake: ".#web", FlakeLine: 2, Body: tt.body, BodyFile: "web.nixos", BodyLine: bodyLine, System: hostSystem(t)}
+			inv, err := s.layout.Build(plan, nixos2docker.Module())
+			if err != nil {
+				t.Fatal(err)
+			}
+			data, stderr, err := s.run(t, inv)
+			if err != nil {
+				t.Fatalf("run.sh must exit 0 on an evaluation error: %v\n%s", err, stderr)
+			}
+			res, err := ReadResult(data)
+			if err != nil {
+				t.Fatalf("%v\n%s", err, stderr)
+			}
+			if res.Status != StatusError {
+				t.Fatalf("status %q, want error\n%s", res.Status, stderr)
+			}
+			e := s.layout.MapError(plan, "web.nixos", res.Log)
+			if e == nil || e.File != "web.nixos" || e.Line != tt.line || e.Column != tt.col || !strings.Contains(e.Msg, tt.msg) {
+				t.Errorf("MapError = %v, want web.nixos:%d:%d: …%s…\nlog:\n%s", e, tt.line, tt.col, tt.msg, res.Log)
+			}
+			if e != nil && strings.Contains(e.Msg, s.layout.Dir) {
+				t.Errorf("the message names the stage's body.nix instead of the file: %s", e.Msg)
+			}
+		})
+	}
+}
+
+// A valid body reaches the image (and only the image): eval.nix adds our
+// module to a configuration without it and the body as dockerVariant.
+func TestRealNixBodyReachesTheVariant(t *testing.T) {
+	if os.Getenv("NIXEVAL_TEST_ROOTFS") != "" {
+		t.Skip("runs on this machine's Nix only")
+	}
+	needNix(t, "nix-instantiate")
+	s := nixosLikeStage(t)
+	plan := Plan{Flake: ".#web", Body: "{ ... }: { virtualisation.dockerImage.tag = \"from-the-body\"; }\n", BodyLine: 3, System: hostSystem(t)}
+	inv, err := s.layout.Build(plan, nixos2docker.Module())
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.writeFiles(t, inv)
+	expr := `let e = import ` + filepath.Join(inv.Dir, "eval.nix") + `; in [ e.spec.imageTag e.spec.imageName e.targets ]`
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, "nix-instantiate", "--eval", "--strict", "--json", "--expr", expr)
+	cmd.Env = append(os.Environ(), "NIX_CONF_DIR="+inv.Dir, "XDG_CACHE_HOME="+filepath.Join(s.root, "cache"))
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("%v\n%s", err, out)
+	}
+	if got := strings.TrimSpace(string(out)); got != `["from-the-body","web",["web"]]` {
+		t.Errorf("got %s", got)
+	}
+}
