@@ -383,7 +383,18 @@ func cgroups(ctx context.Context, t *testing.T, c *harness.Container) (pid1, svc
 	if err != nil {
 		t.Fatal(err)
 	}
-	return strings.TrimSpace(p1), strings.TrimSpace(ps)
+	return unifiedLine(p1), unifiedLine(ps)
+}
+
+// unifiedLine picks the cgroup2 line ("0::/path") of a /proc/PID/cgroup; on a hybrid host the
+// file also lists v1 hierarchies that say nothing here.
+func unifiedLine(s string) string {
+	for _, l := range strings.Split(s, "\n") {
+		if strings.HasPrefix(l, "0::") {
+			return l
+		}
+	}
+	return strings.TrimSpace(s)
 }
 
 // assertOwnCgroup checks that with writable cgroups a unit gets its own cgroup.

@@ -243,7 +243,7 @@ engine_down() {
   local left
   left=$( (engine_ns_pids; engine_cgroup_pids) | sort -u)
   if [[ -n "$left" ]]; then
-    engine_log "killing leftover processes: $(echo "$left" | tr '\n' ' ')"
+    engine_log "killing leftover processes: $(for p in $left; do printf '%s(%s) ' "$p" "$(cat "/proc/$p/comm" 2>/dev/null)"; done)"
     for p in $left; do kill -KILL "$p" 2>/dev/null || true; done
   fi
   if cg2=$(engine_cgroup2_root 2>/dev/null) && [[ -d "$cg2$ENGINE_CGROUP" ]]; then
@@ -274,7 +274,7 @@ engine_leftovers() {
   local comm
   for p in /proc/[0-9]*; do
     comm=
-    read -r comm <"$p/comm" 2>/dev/null || continue
+    read -r comm 2>/dev/null <"$p/comm" || continue
     case "$comm" in
     dockerd | containerd | containerd-shim*)
       if [[ "$(readlink "$p/exe" 2>/dev/null)" == "$ENGINE_ROOT"/* ]]; then
