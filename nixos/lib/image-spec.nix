@@ -19,7 +19,7 @@
 #     extraContents = [ ];                      # more store paths for the image
 #     imageName    = "web";  imageTag = "latest";  maxLayers = 125;
 #     config       = { Entrypoint = [ ... ]; Env = [ ... ]; ... };  # Docker image config
-#     skeleton     = null;                      # null: defaultSkeleton below
+#     skeleton     = null;                      # null: defaultSkeleton of ./image-spec-lib.nix
 #     binSh        = "${toplevel}/sw/bin/sh";   # target of /bin/sh in the default skeleton
 #     usrBinEnv    = "${toplevel}/sw/bin/env";  # target of /usr/bin/env in it
 #   }
