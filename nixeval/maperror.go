@@ -15,7 +15,7 @@ var (
 	tagRe = regexp.MustCompile(`\[nixos2docker:([a-z]+)\] ([^\n]*)`)
 	// The last "error:" of a log starts the error itself; the ones before
 	// it (Nix >= 2.13) head the trace.
-	errorRe = regexp.MustCompile(`(?m)^\s*error:`)
+	errorRe = regexp.MustCompile(`(?m)^[ \t]*error:`)
 	// Source excerpts and trace furniture.
 	excerptRe = regexp.MustCompile(`^\s*(\d+)?\|`)
 	atRe      = regexp.MustCompile(`^\s*at .*:\d+:\d+:?$`)

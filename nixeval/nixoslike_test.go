@@ -110,6 +110,7 @@ func TestRealNixBodyErrorsMapToTheFile(t *testing.T) {
 			if res.Status != StatusError {
 				t.Fatalf("status %q, want error\n%s", res.Status, stderr)
 			}
+			recordLog(t, s, tt.name, res.Log)
 			e := s.layout.MapError(plan, "web.nixos", res.Log)
 			if e == nil || e.File != "web.nixos" || e.Line != tt.line || e.Column != tt.col || !strings.Contains(e.Msg, tt.msg) {
 				t.Errorf("MapError = %v, want web.nixos:%d:%d: …%s…\nlog:\n%s", e, tt.line, tt.col, tt.msg, res.Log)
@@ -146,5 +147,28 @@ func TestRealNixBodyReachesTheVariant(t *testing.T) {
 	}
 	if got := strings.TrimSpace(string(out)); got != `["from-the-body","web",["web"]]` {
 		t.Errorf("got %s", got)
+	}
+}
+
+// recordLog keeps a real Nix error log for TestMapErrorRecordedLogs (with
+// go test -update), the stage's directories replaced by DefaultLayout's.
+func recordLog(t *testing.T, s *stage, name, log string) {
+	if !*update {
+		return
+	}
+	version := "host"
+	if s.chroot == "" {
+		version = hostNixVersion(t)
+	} else if out, err := exec.Command("unshare", "-m", "--propagation", "private", "--", "/bin/sh", "-c", `mount -t proc proc "$1/proc" && chroot "$1" nix --version`, "sh", s.chroot).Output(); err == nil {
+		f := strings.Fields(string(out))
+		version = f[len(f)-1]
+	}
+	log = strings.NewReplacer(s.layout.Dir, DefaultLayout.Dir, s.layout.ContextDir, DefaultLayout.ContextDir, s.root, "/tmp/stage").Replace(log)
+	path := filepath.Join("testdata", "logs", "nix-"+version, strings.ReplaceAll(name, " ", "-")+".log")
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(path, []byte(log), 0o644); err != nil {
+		t.Fatal(err)
 	}
 }
