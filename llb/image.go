@@ -85,17 +85,23 @@ func NewImage(in ImageInput) (*Image, error) {
 	names := make([]string, 0, total)
 	history := make([]ocispecs.History, 0, total)
 	for i, l := range in.Layers {
-		var fa actions
-		for _, p := range l.Paths {
-			base := path.Base(p)
-			fa.copy(in.Store, path.Join(storeDir, base), path.Join(imagespec.StoreDir, base), &llb.CopyInfo{
-				CreateDestPath: true,
-				CreatedTime:    &t,
-				ChownOpt:       &llb.ChownOpt{User: &llb.UserOpt{UID: 0}, Group: &llb.UserOpt{UID: 0}},
-			})
+		// One copy of the store directory per layer, narrowed to the layer's
+		// paths: the copy creates /nix/store itself and sets its mtime after
+		// filling it, so the layer is byte-for-byte reproducible (a chain of
+		// copies would leave the time of the last one on /nix/store).
+		patterns := make([]string, len(l.Paths))
+		for j, p := range l.Paths {
+			patterns[j] = escapePattern(path.Base(p))
 		}
+		copyLayer := llb.Copy(in.Store, storeDir, imagespec.StoreDir, &llb.CopyInfo{
+			CopyDirContentsOnly: true,
+			IncludePatterns:     patterns,
+			CreateDestPath:      true,
+			CreatedTime:         &t,
+			ChownOpt:            &llb.ChownOpt{User: &llb.UserOpt{UID: 0}, Group: &llb.UserOpt{UID: 0}},
+		})
 		name := fmt.Sprintf("layer %d/%d: %s", i+1, total, summary(l, sizes))
-		states = append(states, llb.Scratch().File(fa.fa, llb.WithCustomName(name)))
+		states = append(states, llb.Scratch().File(copyLayer, llb.WithCustomName(name)))
 		names = append(names, name)
 		history = append(history, ocispecs.History{
 			Created:   &t,
@@ -105,7 +111,15 @@ func NewImage(in ImageInput) (*Image, error) {
 	}
 	if skelCount > 0 {
 		name := fmt.Sprintf("layer %d/%d: root skeleton (%d entries)", total, total, skelCount)
-		states = append(states, llb.Scratch().File(skeleton, llb.WithCustomName(name)))
+		// Made aside, then copied in one action that stamps every entry,
+		// directories after their contents: the layer does not depend on
+		// when it was made.
+		made := llb.Scratch().File(skeleton, llb.WithCustomName("root skeleton entries"))
+		states = append(states, llb.Scratch().File(llb.Copy(made, "/", "/", &llb.CopyInfo{
+			CopyDirContentsOnly: true,
+			CreatedTime:         &t,
+			ChownOpt:            &llb.ChownOpt{User: &llb.UserOpt{UID: 0}, Group: &llb.UserOpt{UID: 0}},
+		}), llb.WithCustomName(name)))
 		names = append(names, name)
 		history = append(history, ocispecs.History{
 			Created:   &t,
@@ -135,6 +149,20 @@ func NewImage(in ImageInput) (*Image, error) {
 		}
 	}
 	return &Image{State: st, Config: img, Names: names}, nil
+}
+
+// escapePattern makes a store path name a literal include pattern: names
+// may hold '?' (and patterns treat it as a wildcard).
+func escapePattern(name string) string {
+	var b strings.Builder
+	for _, r := range name {
+		switch r {
+		case '*', '?', '[', ']', '\\':
+			b.WriteByte('\\')
+		}
+		b.WriteRune(r)
+	}
+	return b.String()
 }
 
 // checkLayers makes sure every closure path is in exactly one layer and the

@@ -113,24 +113,28 @@ func TestImageLayers(t *testing.T) {
 			t.Errorf("layer %d has progress name %q", i+1, name)
 		}
 		if i == len(d.head.Inputs)-1 {
-			skeleton = f
+			c := f.Actions[0].GetCopy()
+			if len(f.Actions) != 1 || c == nil || c.Src != "/" || c.Timestamp != epoch.UnixNano() {
+				t.Fatalf("the skeleton layer is not one stamped copy: %v", f.Actions)
+			}
+			skeleton = d.ops[digest.Digest(op.Inputs[0].Digest)].GetFile()
 			continue
 		}
-		for _, a := range f.Actions {
-			c := a.GetCopy()
-			if c == nil {
-				t.Fatalf("layer %d has a non-copy action %v", i+1, a)
-			}
-			if c.Src != path.Join("/out/nix/store", path.Base(c.Dest)) || path.Dir(c.Dest) != "/nix/store" {
-				t.Errorf("layer %d copies %s to %s", i+1, c.Src, c.Dest)
-			}
-			if c.Timestamp != epoch.UnixNano() {
-				t.Errorf("copy of %s has timestamp %d, want the epoch", c.Dest, c.Timestamp)
-			}
-			if c.Owner == nil || c.Owner.User.GetByID() != 0 || c.Owner.Group.GetByID() != 0 {
-				t.Errorf("copy of %s is not owned by 0:0: %v", c.Dest, c.Owner)
-			}
-			copied[c.Dest]++
+		if len(f.Actions) != 1 || f.Actions[0].GetCopy() == nil {
+			t.Fatalf("layer %d is not one copy: %v", i+1, f.Actions)
+		}
+		c := f.Actions[0].GetCopy()
+		if c.Src != "/out/nix/store" || c.Dest != "/nix/store" || !c.DirCopyContents || !c.CreateDestPath {
+			t.Errorf("layer %d copies %s to %s", i+1, c.Src, c.Dest)
+		}
+		if c.Timestamp != epoch.UnixNano() {
+			t.Errorf("layer %d has timestamp %d, want the epoch", i+1, c.Timestamp)
+		}
+		if c.Owner == nil || c.Owner.User.GetByID() != 0 || c.Owner.Group.GetByID() != 0 {
+			t.Errorf("layer %d is not owned by 0:0: %v", i+1, c.Owner)
+		}
+		for _, p := range c.IncludePatterns {
+			copied[path.Join("/nix/store", p)]++
 		}
 	}
 	for _, p := range s.Closure {
@@ -226,6 +230,9 @@ func TestImageWithoutEpoch(t *testing.T) {
 	}
 	d := marshal(t, img.State)
 	c := d.ops[digest.Digest(d.head.Inputs[0].Digest)].GetFile().Actions[0].GetCopy()
+	if c == nil {
+		t.Fatal("the first layer is not a copy")
+	}
 	if c.Timestamp != time.Unix(1, 0).UnixNano() {
 		t.Errorf("store files get Nix's mtime 1 without an epoch, got %d", c.Timestamp)
 	}
