@@ -79,6 +79,8 @@ let
     "getty@"
     "serial-getty@"
     "autovt@"
+    "console-getty"
+    "container-getty@"
     "systemd-journald"
     "systemd-journal-flush"
     "systemd-update-utmp"
@@ -235,6 +237,10 @@ in
     networking.resolvconf.enable = lib.mkForce false;
     environment.etc.hosts.enable = lib.mkForce false;
     environment.etc.hostname.enable = lib.mkForce false;
+    # Docker sets the host name (the container ID, or --hostname); sethostname
+    # needs CAP_SYS_ADMIN. nixos/modules/tasks/network-interfaces.nix
+    # (system.activationScripts.hostname)
+    system.activationScripts.hostname = lib.mkForce "";
 
     # --- systemd patched for the unprivileged container, in this variant only
     # (one systemd build; nothing else is rebuilt). The version is the base

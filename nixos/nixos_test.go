@@ -182,6 +182,7 @@ type summary struct {
 	Firewall           bool     `json:"firewall"`
 	UseDHCP            bool     `json:"useDHCP"`
 	EtcHosts           bool     `json:"etcHosts"`
+	HostnameActivation *string  `json:"hostnameActivation"`
 	Masked             []string `json:"masked"`
 	Services           []string `json:"services"`
 	RootSlice          *string  `json:"rootSlice"`
@@ -204,6 +205,9 @@ func TestVariantLeavesBaseUntouched(t *testing.T) {
 		t.Errorf("base services = %v, want only the base's own myapp", base.Services)
 	}
 
+	if base.HostnameActivation != nil || variant.HostnameActivation == nil || *variant.HostnameActivation != "" {
+		t.Errorf("hostname activation: base %v, variant %v; want none and empty", base.HostnameActivation, variant.HostnameActivation)
+	}
 	if !variant.IsContainer || len(variant.NixStoreMountOpts) != 0 || len(variant.SpecialFileSystems) != 0 ||
 		variant.Nscd || variant.Resolved || variant.Timesyncd || variant.Oomd || variant.Firewall || variant.UseDHCP || variant.EtcHosts {
 		t.Errorf("variant is not a container configuration: %+v", variant)

@@ -54,6 +54,7 @@ let
     firewall = c.networking.firewall.enable;
     useDHCP = c.networking.useDHCP;
     etcHosts = c.environment.etc.hosts.enable or true;
+    hostnameActivation = c.system.activationScripts.hostname or null;
     masked = lib.sort lib.lessThan (
       lib.attrNames (lib.filterAttrs (_: u: !u.enable) c.systemd.services)
     );

@@ -54,6 +54,13 @@ in
       default = { };
       description = "stub";
     };
+    # nixos/modules/system/activation/activation-script.nix (either str or a
+    # submodule there)
+    system.activationScripts = mkOption {
+      type = types.attrsOf (types.either types.str freeform);
+      default = { };
+      description = "stub";
+    };
     # nixos/modules/misc/meta.nix
     meta = mkOption {
       type = types.submodule { freeformType = types.attrsOf types.anything; };
