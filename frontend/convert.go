@@ -3,6 +3,8 @@ package frontend
 import (
 	"fmt"
 	"io/fs"
+
+	nixos2docker "github.com/nixos2docker/nixos2docker"
 	"strings"
 	"time"
 
@@ -106,7 +108,7 @@ func newStage(req Request, targets bool) (*Stage, error) {
 	var inv *nixeval.Invocation
 	module := req.Module
 	if module == nil {
-		module = moduleFiles
+		module = nixos2docker.Module()
 	}
 	if targets {
 		inv, err = nixeval.Targets(p, module)
