@@ -421,6 +421,59 @@ func copyTree(t *testing.T, root, dst string, rels ...string) {
 	}
 }
 
+// toyTree copies nixos/ and examples/toy into a fresh git work tree (files
+// added, nothing committed: Nix reads the dirty tree), with message.txt
+// replaced when message is not empty.
+func toyTree(t *testing.T, git, message string) string {
+	t.Helper()
+	tree := t.TempDir()
+	copyTree(t, repoRoot(t), tree, "nixos", "examples/toy")
+	if message != "" {
+		if err := os.WriteFile(filepath.Join(tree, "examples", "toy", "message.txt"), []byte(message), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, args := range [][]string{{"init", "-q"}, {"add", "-A"}} {
+		if r := run(t, tree, git, args...); r.err != nil {
+			t.Fatalf("git %v: %v\n%s", args, r.err, r.stderr)
+		}
+	}
+	return tree
+}
+
+// TestToyOneChange: editing examples/toy/message.txt changes toy-message and
+// what depends on it, and nothing else (what the frontend's "change one
+// derivation" tests rely on). Evaluation only.
+func TestToyOneChange(t *testing.T) {
+	nix := need(t, "nix")
+	git := need(t, "git")
+	parts := func(tree string) map[string]string {
+		t.Helper()
+		r := run(t, tree, nix, "eval", "--json", "git+file://"+tree+"?dir=examples/toy#nixosConfigurations.toy.parts",
+			"--apply", "builtins.mapAttrs (n: v: v.outPath)")
+		if r.err != nil {
+			t.Fatalf("nix eval parts: %v\n%s", r.err, r.stderr)
+		}
+		m := map[string]string{}
+		if err := json.Unmarshal([]byte(r.stdout), &m); err != nil {
+			t.Fatalf("nix eval parts: %v\n%s", err, r.stdout)
+		}
+		return m
+	}
+	before := parts(toyTree(t, git, ""))
+	after := parts(toyTree(t, git, "a changed message\n"))
+	changed := map[string]bool{"message": true, "app": true, "toplevel": true}
+	for _, n := range []string{"busybox", "lib", "message", "buildtool", "app", "blob", "extra", "toplevel"} {
+		if before[n] == "" {
+			t.Errorf("parts lack %s: %v", n, before)
+			continue
+		}
+		if got := before[n] != after[n]; got != changed[n] {
+			t.Errorf("%s: changed = %v, want %v (%s -> %s)", n, got, changed[n], before[n], after[n])
+		}
+	}
+}
+
 // TestToyImageSpec builds the toy's image spec with real Nix and reads it
 // with the Go parser. The flake is referenced with its whole tree
 // (git+file://…?dir=examples/toy; Nix 2.8 rejects `dir` on path: URLs, newer
@@ -436,13 +489,7 @@ func TestToyImageSpec(t *testing.T) {
 		t.Skipf("/bin/busybox missing (apt-get install busybox-static): %v", err)
 	}
 	root := repoRoot(t)
-	tree := t.TempDir()
-	copyTree(t, root, tree, "nixos", "examples/toy")
-	for _, args := range [][]string{{"init", "-q"}, {"add", "-A"}} {
-		if r := run(t, tree, git, args...); r.err != nil {
-			t.Fatalf("git %v: %v\n%s", args, r.err, r.stderr)
-		}
-	}
+	tree := toyTree(t, git, "")
 	ref := "git+file://" + tree + "?dir=examples/toy#nixosConfigurations.toy.config.system.build.dockerImageSpec"
 	r := run(t, tree, nix, "build", "--no-link", "--json", ref)
 	if r.err != nil {
