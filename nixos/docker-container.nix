@@ -117,6 +117,9 @@ let
     removeAttrs envAttrs [ "container" ]
   );
 
+  # A store-path-safe form of the image name for derivation names.
+  safeName = lib.replaceStrings [ "/" ":" ] [ "-" "-" ] cfg.name;
+
   portKey = p: if lib.hasInfix "/" p then p else "${p}/tcp";
 
   toplevel = config.system.build.toplevel;
@@ -163,7 +166,7 @@ let
       imageTag = cfg.tag;
       maxLayers = cfg.maxLayers;
       config = imageConfig;
-      name = "docker-image-spec-${lib.replaceStrings [ "/" ] [ "-" ] cfg.name}.json";
+      name = "docker-image-spec-${safeName}.json";
     }
   ));
 in
@@ -251,7 +254,7 @@ in
 
     system.build = {
       inherit dockerImageSpec;
-      dockerImage = pkgs.runCommand "docker-image-${lib.replaceStrings [ "/" ] [ "-" ] cfg.name}.tar" {
+      dockerImage = pkgs.runCommand "docker-image-${safeName}.tar" {
         nativeBuildInputs = [ cfg.assembler ];
         spec = dockerImageSpec;
         # The spec references the whole closure, so the builder sees every path.

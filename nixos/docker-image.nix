@@ -54,11 +54,13 @@ in
 
     virtualisation.dockerImage = {
       name = mkOption {
-        type = types.strMatching "[a-z0-9]+([._-][a-z0-9]+)*(/[a-z0-9]+([._-][a-z0-9]+)*)*";
+        # Docker's reference grammar: [registry[:port]/]path, path components
+        # lower case with ".", "_", "__" or dashes between.
+        type = types.strMatching "(([A-Za-z0-9.-]+(:[0-9]+)?)/)?[a-z0-9]+(([._]|__|-+)[a-z0-9]+)*(/[a-z0-9]+(([._]|__|-+)[a-z0-9]+)*)*";
         default =
           if config.networking.hostName != "" then lib.toLower config.networking.hostName else "nixos-docker";
         defaultText = literalExpression ''if config.networking.hostName != "" then lib.toLower config.networking.hostName else "nixos-docker"'';
-        example = "registry.example.com/team/web";
+        example = "registry.example.com:5000/team/web";
         description = "Repository name of the image (lower case, as Docker requires).";
       };
 

@@ -319,6 +319,14 @@ func TestSpecImageConfig(t *testing.T) {
 	if c.Healthcheck == nil || !slices.Contains(c.Healthcheck.Test, "is-system-running") || c.Healthcheck.Interval != 30*time.Second {
 		t.Errorf("Healthcheck = %+v", c.Healthcheck)
 	}
+	var reg struct {
+		ImageName string `json:"imageName"`
+		SpecName  string `json:"specName"`
+	}
+	evalJSON(t, "registryName", &reg)
+	if reg.ImageName != "localhost:5000/team/web-app" || reg.SpecName != "docker-image-spec-localhost-5000-team-web-app.json" {
+		t.Errorf("registry name: %+v", reg)
+	}
 	var off bool
 	evalJSON(t, "healthcheckOff", &off)
 	if off {
@@ -376,6 +384,7 @@ func TestBadInput(t *testing.T) {
 	}{
 		{"wrongType", []string{"virtualisation.dockerImage.maxLayers", "is not of type", "at least 2"}},
 		{"maxLayersTooSmall", []string{"virtualisation.dockerImage.maxLayers", "at least 2"}},
+		{"badName", []string{"virtualisation.dockerImage.name", "Web App"}},
 		{"badPort", []string{"virtualisation.dockerImage.exposedPorts", "http"}},
 		{"nested", []string{"virtualisation.dockerVariant' is set inside `virtualisation.dockerVariant'"}},
 		{"unsupportedSystemd", []string{"systemd 255.4", "Supported systemd major versions: 259, 262"}},

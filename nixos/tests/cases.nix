@@ -101,6 +101,18 @@ in
     dockerImageName = base.system.build.dockerImage.name;
   };
 
+  registryName =
+    let
+      c = (eval { modules = [ { virtualisation.dockerImage.name = "localhost:5000/team/web-app"; } ]; }).config;
+    in
+    {
+      inherit (c.system.build.dockerImageSpec) imageName;
+      specName = c.system.build.dockerImageSpec.name;
+    };
+  badName =
+    (eval { modules = [ { virtualisation.dockerImage.name = "Web App"; } ]; })
+    .config.virtualisation.dockerImage.name;
+
   healthcheckOff =
     (eval { modules = [ { virtualisation.dockerImage.healthcheck.enable = false; } ]; })
     .config.system.build.dockerImageSpec.config ? Healthcheck;
