@@ -214,10 +214,15 @@ func (l Layout) invocation(plan Plan, module fs.FS, mode string) (*Invocation, e
 		files["body.nix"] = []byte(body)
 	}
 	return &Invocation{
-		Dir:        l.Dir,
-		Files:      files,
-		Args:       []string{"/bin/sh", path.Join(l.Dir, "run.sh"), mode},
-		Env:        []string{"NIXOS2DOCKER_DIR=" + l.Dir, "NIXOS2DOCKER_OUT=" + l.OutDir},
+		Dir:   l.Dir,
+		Files: files,
+		Args:  []string{"/bin/sh", path.Join(l.Dir, "run.sh"), mode},
+		Env: []string{
+			"NIXOS2DOCKER_DIR=" + l.Dir, "NIXOS2DOCKER_OUT=" + l.OutDir,
+			// Nix's fetcher cache next to the store, so that a persistent
+			// /nix (a cache mount) also spares re-downloading flake inputs.
+			"XDG_CACHE_HOME=/nix/var/cache",
+		},
 		ContextDir: l.ContextDir,
 		OutDir:     l.OutDir,
 		Network:    plan.Substituters || remote,

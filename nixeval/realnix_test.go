@@ -93,7 +93,8 @@ func (s *stage) run(t *testing.T, inv *Invocation) ([]byte, string, error) {
 	s.writeFiles(t, inv)
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
-	env := append([]string{"PATH=/usr/bin:/bin:" + os.Getenv("PATH"), "HOME=" + filepath.Join(s.root, "home"), "XDG_CACHE_HOME=" + filepath.Join(s.root, "cache")}, inv.Env...)
+	env := append([]string{"PATH=/usr/bin:/bin:" + os.Getenv("PATH"), "HOME=" + filepath.Join(s.root, "home")}, inv.Env...)
+	env = append(env, "XDG_CACHE_HOME="+filepath.Join(s.root, "cache")) // not this machine's /nix
 	var cmd *exec.Cmd
 	if s.chroot == "" {
 		cmd = exec.CommandContext(ctx, inv.Args[0], inv.Args[1:]...)
@@ -244,6 +245,10 @@ func TestRealNixEvaluationErrors(t *testing.T) {
 			"but this build is for " + sys},
 		{"no nixosConfigurations", Plan{Flake: "path:noconfigs", FlakeLine: 2}, 2, "has no nixosConfigurations output"},
 		{"no flake.nix", Plan{Flake: ".?dir=nothing#x", FlakeLine: 4}, 4, "flake.nix"},
+		// The log crosses plan.json, Nix, run.sh's JSON writer and
+		// ReadResult: quotes, backslashes, UTF-8.
+		{"quotes and backslashes in the log", Plan{Flake: "./flake", Target: "we\"b\\x y ü", FlakeLine: 2}, 2,
+			`unknown target "we"b\x y ü": the flake`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -290,6 +295,34 @@ func olderThan(v string, major, minor int) bool {
 	var ma, mi int
 	fmt.Sscanf(v, "%d.%d", &ma, &mi)
 	return ma < major || ma == major && mi < minor
+}
+
+// A download failure is not a result: the step fails (so BuildKit caches
+// nothing) and says why.
+func TestRealNixDownloadFailureFailsTheStep(t *testing.T) {
+	if os.Getenv("NIXEVAL_TEST_ROOTFS") == "" {
+		needNix(t, "nix", "nix-instantiate", "nix-store")
+	}
+	s := newStage(t)
+	// Nothing listens on port 9 of the loopback: refused at once.
+	plan := Plan{Flake: "http://127.0.0.1:9/flake.tar.gz#x", System: hostSystem(t), NixConfig: "download-attempts = 1\nconnect-timeout = 2"}
+	inv, err := s.layout.Build(plan, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !inv.Network {
+		t.Error("a remote flake needs the network")
+	}
+	data, stderr, err := s.run(t, inv)
+	if err == nil {
+		t.Fatalf("run.sh succeeded on a download failure; result %s\n%s", data, stderr)
+	}
+	if len(data) != 0 {
+		t.Errorf("result.json written on a download failure: %s", data)
+	}
+	if !strings.Contains(stderr, "127.0.0.1:9") || !strings.Contains(stderr, "not cached") {
+		t.Errorf("stderr does not say what failed:\n%s", stderr)
+	}
 }
 
 func hostNixVersion(t *testing.T) string {

@@ -62,6 +62,7 @@ eval_failed() {
 	exit 0
 }
 
+say "$(nix --version)"
 case $mode in
 targets)
 	say "listing the NixOS configurations of the flake"
