@@ -207,6 +207,48 @@ func TestBuildKitToy(t *testing.T) {
 	if strings.Contains(last, "nix/store/") {
 		t.Errorf("the skeleton layer holds store paths: %s", last)
 	}
+
+	// Modes and times: sticky /tmp, private /root, every entry of every
+	// layer stamped with SOURCE_DATE_EPOCH and owned by root.
+	_, hdrs, _ := readOCIHeaders(t, oci)
+	modes := map[string]int64{}
+	for _, h := range hdrs[len(hdrs)-1] {
+		modes[strings.TrimSuffix(strings.TrimPrefix(h.Name, "./"), "/")] = h.Mode & 0o7777
+	}
+	if modes["tmp"] != 0o1777 || modes["root"] != 0o700 {
+		t.Errorf("skeleton modes: /tmp %o, /root %o (all: %v)", modes["tmp"], modes["root"], modes)
+	}
+	for i, hs := range hdrs {
+		for _, h := range hs {
+			if h.ModTime.Unix() != 1700000000 || h.Uid != 0 || h.Gid != 0 {
+				t.Errorf("layer %d: %s has mtime %v, owner %d:%d", i, h.Name, h.ModTime.Unix(), h.Uid, h.Gid)
+			}
+		}
+	}
+}
+
+// Two builds from nothing (no cache, fresh Nix store) give the same image.
+func TestBuildKitReproducible(t *testing.T) {
+	buildkitHost(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	var digests []string
+	for i := 0; i < 2; i++ {
+		oci := filepath.Join(t.TempDir(), "image.tar")
+		res, err := solveKit(ctx, t, kitBuild{
+			file:    toyFile,
+			attrs:   map[string]string{"build-arg:" + ArgEpoch: "1700000000", "no-cache": ""},
+			ociDest: oci,
+		})
+		if err != nil {
+			t.Fatalf("build %d: %v\nlogs:\n%s", i+1, err, res.logs)
+		}
+		_, _, d := readOCIHeaders(t, oci)
+		digests = append(digests, d)
+	}
+	if digests[0] != digests[1] {
+		t.Errorf("two builds of the same file gave %s and %s", digests[0], digests[1])
+	}
 }
 
 func TestBuildKitTargets(t *testing.T) {
@@ -286,6 +328,22 @@ func TestBuildKitUnsupportedPlatform(t *testing.T) {
 // names of each layer.
 func readOCI(t *testing.T, p string) (*dockerspec.DockerOCIImage, [][]string) {
 	t.Helper()
+	cfg, hdrs, _ := readOCIHeaders(t, p)
+	var layers [][]string
+	for _, hs := range hdrs {
+		var names []string
+		for _, h := range hs {
+			names = append(names, strings.TrimPrefix(h.Name, "./"))
+		}
+		layers = append(layers, names)
+	}
+	return cfg, layers
+}
+
+// readOCIHeaders reads an OCI layout tarball of one image: its config, the
+// tar headers of each layer, and the manifest digest.
+func readOCIHeaders(t *testing.T, p string) (*dockerspec.DockerOCIImage, [][]*tar.Header, string) {
+	t.Helper()
 	f, err := os.Open(p)
 	if err != nil {
 		t.Fatal(err)
@@ -326,24 +384,24 @@ func readOCI(t *testing.T, p string) (*dockerspec.DockerOCIImage, [][]string) {
 	if err := json.Unmarshal(blob(m.Config.Digest.String()), &cfg); err != nil {
 		t.Fatal(err)
 	}
-	var layers [][]string
+	var layers [][]*tar.Header
 	for _, l := range m.Layers {
-		files, err := layerFiles(blob(l.Digest.String()))
+		hs, err := layerHeaders(blob(l.Digest.String()))
 		if err != nil {
 			t.Fatalf("layer %s: %v", l.Digest, err)
 		}
-		layers = append(layers, files)
+		layers = append(layers, hs)
 	}
-	return &cfg, layers
+	return &cfg, layers, idx.Manifests[0].Digest.String()
 }
 
-func layerFiles(data []byte) ([]string, error) {
+func layerHeaders(data []byte) ([]*tar.Header, error) {
 	zr, err := gzipReader(data)
 	if err != nil {
 		return nil, err
 	}
 	tr := tar.NewReader(zr)
-	var out []string
+	var out []*tar.Header
 	for {
 		h, err := tr.Next()
 		if errors.Is(err, io.EOF) {
@@ -352,7 +410,7 @@ func layerFiles(data []byte) ([]string, error) {
 		if err != nil {
 			return nil, fmt.Errorf("read layer: %w", err)
 		}
-		out = append(out, strings.TrimPrefix(h.Name, "./"))
+		out = append(out, h)
 	}
 }
 
