@@ -175,23 +175,37 @@ engine_up() {
     engine_down || true
     return 1
   fi
-  readlink "/proc/$pid/ns/mnt" >"$ENGINE_RUN/mntns"
-  readlink "/proc/$pid/ns/net" >"$ENGINE_RUN/netns"
   engine_log "up in $((SECONDS - t0)) s (dockerd pid $pid)"
   echo "DOCKER_HOST=unix://$ENGINE_SOCK"
 }
 
-# engine_ns_pids: host PIDs of processes in the engine's recorded mount or network namespace.
+# Namespace inode numbers are reused as soon as a namespace is freed, so a recorded number may
+# name some other job's namespace later. engine_pin_ns holds the live dockerd's mount and network
+# namespaces open (fds 7 and 8) while `down` looks for stragglers in them; without a live dockerd
+# nothing is pinned and only the cgroup (whose path is ours alone) is used.
+ENGINE_NS_MNT=
+ENGINE_NS_NET=
+engine_pin_ns() {
+  local pid=$1
+  # A zombie (killed, not yet reaped) has no namespaces left to pin.
+  { exec 7<"/proc/$pid/ns/mnt" 8<"/proc/$pid/ns/net"; } 2>/dev/null || return 1
+  # The daemon might have been replaced between the check and the open: check again.
+  if ! engine_pid_alive "$pid" dockerd; then engine_unpin_ns; return 1; fi
+  ENGINE_NS_MNT=$(stat -L -c %i "/proc/$$/fd/7")
+  ENGINE_NS_NET=$(stat -L -c %i "/proc/$$/fd/8")
+}
+engine_unpin_ns() {
+  exec 7<&- 8<&-
+  ENGINE_NS_MNT= ENGINE_NS_NET=
+}
+
+# engine_ns_pids: host PIDs of processes in the pinned namespaces of the engine (none if unpinned).
 engine_ns_pids() {
-  local mntns netns
-  # "mnt:[4026532249]" -> 4026532249 (the namespace's inode)
-  mntns=$(sed -n 's/.*\[\([0-9]*\)\]/\1/p' "$ENGINE_RUN/mntns" 2>/dev/null || true)
-  netns=$(sed -n 's/.*\[\([0-9]*\)\]/\1/p' "$ENGINE_RUN/netns" 2>/dev/null || true)
-  [[ -n "$mntns$netns" ]] || return 0
+  [[ -n "$ENGINE_NS_MNT$ENGINE_NS_NET" ]] || return 0
   # One stat for all processes: a loop of readlinks over /proc takes seconds.
   stat -L -c '%i %n' /proc/[0-9]*/ns/mnt /proc/[0-9]*/ns/net 2>/dev/null |
-    awk -v m="${mntns:-x}" -v n="${netns:-x}" '
-      ($1 == m && $2 ~ /\/mnt$/) || ($1 == n && $2 ~ /\/net$/) { split($2, a, "/"); print a[3] }' |
+    awk -v m="${ENGINE_NS_MNT:-x}" -v n="${ENGINE_NS_NET:-x}" -v self="$$" '
+      ($1 == m && $2 ~ /\/mnt$/) || ($1 == n && $2 ~ /\/net$/) { split($2, a, "/"); if (a[3] != self) print a[3] }' |
     sort -un
 }
 
@@ -228,6 +242,7 @@ engine_down() {
   fi
   pid=$(cat "$ENGINE_RUN/dockerd.pid" 2>/dev/null || true)
   if engine_pid_alive "$pid" dockerd; then
+    engine_pin_ns "$pid" || true
     engine_log "stopping dockerd (pid $pid)"
     kill -TERM "$pid" 2>/dev/null || true
     engine_wait_gone "$pid" 20 || { engine_log "dockerd ignored SIGTERM: SIGKILL"; kill -KILL "$pid" 2>/dev/null || true; }
@@ -257,7 +272,8 @@ engine_down() {
   fi
   n=50
   while ((n-- > 0)) && [[ -n "$(engine_ns_pids)" ]]; do sleep 0.1; done
-  rm -f "$ENGINE_SOCK" "$ENGINE_RUN"/*.pid "$ENGINE_RUN/mntns" "$ENGINE_RUN/netns"
+  engine_unpin_ns
+  rm -f "$ENGINE_SOCK" "$ENGINE_RUN"/*.pid
   engine_log "down in $((SECONDS - t0)) s"
   if engine_leftovers >/dev/null; then return 0; fi
   engine_log "leftovers after down:"; engine_leftovers >&2 || true
