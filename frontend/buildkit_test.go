@@ -17,6 +17,7 @@ import (
 
 	"github.com/moby/buildkit/client"
 	gwclient "github.com/moby/buildkit/frontend/gateway/client"
+	"github.com/moby/buildkit/frontend/subrequests/outline"
 	"github.com/moby/buildkit/frontend/subrequests/targets"
 	"github.com/moby/buildkit/solver/errdefs"
 	dockerspec "github.com/moby/docker-image-spec/specs-go/v1"
@@ -275,6 +276,93 @@ func TestBuildKitTargets(t *testing.T) {
 	}
 }
 
+func TestBuildKitOutline(t *testing.T) {
+	buildkitHost(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	var o outline.Outline
+	if _, err := solveKit(ctx, t, kitBuild{
+		file:  toyFile,
+		attrs: map[string]string{"requestid": outline.SubrequestsOutlineDefinition.Name},
+		inspect: func(r *gwclient.Result) error {
+			return json.Unmarshal(r.Metadata["result.json"], &o)
+		},
+	}); err != nil {
+		t.Fatal(err)
+	}
+	args := map[string]string{}
+	for _, a := range o.Args {
+		args[a.Name] = a.Value
+	}
+	if args[ArgFlake] != ".?dir=examples/toy#toy" || args[ArgBuilder] != DefaultBuilder {
+		t.Errorf("outline args %v", args)
+	}
+	if len(o.Secrets) == 0 || o.Secrets[0].Name != "netrc" {
+		t.Errorf("outline secrets %+v", o.Secrets)
+	}
+}
+
+// With SBOM requested, every image gets an SPDX attestation of its closure.
+func TestBuildKitSBOM(t *testing.T) {
+	buildkitHost(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	oci := filepath.Join(t.TempDir(), "image.tar")
+	res, err := solveKit(ctx, t, kitBuild{
+		file:    toyFile,
+		attrs:   map[string]string{"attest:sbom": "generator=docker/buildkit-syft-scanner"},
+		ociDest: oci,
+	})
+	if err != nil {
+		t.Fatalf("build: %v\nlogs:\n%s", err, res.logs)
+	}
+	blobs := readBlobs(t, oci)
+	var idx ocispecs.Index
+	if err := json.Unmarshal(blobs["index.json"], &idx); err != nil {
+		t.Fatal(err)
+	}
+	// The layout's index points at the image index, which holds the image
+	// and its attestation manifest.
+	var inner ocispecs.Index
+	if err := json.Unmarshal(blobs[blobPath(idx.Manifests[0].Digest.String())], &inner); err != nil {
+		t.Fatal(err)
+	}
+	var found bool
+	for _, d := range inner.Manifests {
+		if d.Annotations["vnd.docker.reference.type"] != "attestation-manifest" {
+			continue
+		}
+		var m ocispecs.Manifest
+		if err := json.Unmarshal(blobs[blobPath(d.Digest.String())], &m); err != nil {
+			t.Fatal(err)
+		}
+		for _, l := range m.Layers {
+			if l.Annotations["in-toto.io/predicate-type"] != "https://spdx.dev/Document" {
+				continue
+			}
+			var stmt struct {
+				Predicate struct {
+					SPDXVersion string `json:"spdxVersion"`
+					Packages    []struct {
+						Name    string `json:"name"`
+						Version string `json:"versionInfo"`
+					} `json:"packages"`
+				} `json:"predicate"`
+			}
+			if err := json.Unmarshal(blobs[blobPath(l.Digest.String())], &stmt); err != nil {
+				t.Fatal(err)
+			}
+			if stmt.Predicate.SPDXVersion != "SPDX-2.3" || len(stmt.Predicate.Packages) < 3 {
+				t.Errorf("SPDX predicate %+v", stmt.Predicate)
+			}
+			found = true
+		}
+	}
+	if !found {
+		t.Fatalf("no SPDX attestation in %+v", inner.Manifests)
+	}
+}
+
 func TestBuildKitBadFile(t *testing.T) {
 	buildkitHost(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
@@ -416,4 +504,31 @@ func layerHeaders(data []byte) ([]*tar.Header, error) {
 
 func gzipReader(data []byte) (io.Reader, error) {
 	return gzip.NewReader(bytes.NewReader(data))
+}
+
+func blobPath(d string) string { return "blobs/" + strings.Replace(d, ":", "/", 1) }
+
+func readBlobs(t *testing.T, p string) map[string][]byte {
+	t.Helper()
+	f, err := os.Open(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	blobs := map[string][]byte{}
+	tr := tar.NewReader(f)
+	for {
+		h, err := tr.Next()
+		if errors.Is(err, io.EOF) {
+			return blobs
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		data, err := io.ReadAll(tr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		blobs[h.Name] = data
+	}
 }
