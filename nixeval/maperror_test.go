@@ -15,10 +15,12 @@ func TestMapErrorRecordedLogs(t *testing.T) {
 		line, col int
 		msg       string
 	}{
-		"syntax-error":               {bodyLine + 2, 1, "syntax error, unexpected '}', expecting ';'"},
-		"undefined-variable":         {bodyLine + 1, 25, "undefined variable 'hostname'"},
-		"option-that-does-not-exist": {bodyLine, 1, "The option `nonsense' does not exist. Definition values:\n- In `web.nixos':"},
-		"wrong-type":                 {bodyLine, 1, "A definition for option `networking.hostName' is not of type `string matching"},
+		"syntax-error":                       {bodyLine + 2, 1, "syntax error, unexpected '}', expecting ';'"},
+		"undefined-variable":                 {bodyLine + 1, 25, "undefined variable 'hostname'"},
+		"option-that-does-not-exist":         {bodyLine, 1, "The option `nonsense' does not exist. Definition values:\n- In `web.nixos':"},
+		"wrong-type":                         {bodyLine, 1, "A definition for option `networking.hostName' is not of type `string matching"},
+		"conflict-with-the-flake":            {bodyLine, 1, "The option `virtualisation.dockerImage.name' has conflicting definition values:\n- In `web.nixos': \"mine\""},
+		"undefined-variable-body-on-nixpkgs": {bodyLine + 2, 25, "undefined variable 'hostname'"},
 	}
 	dirs, err := filepath.Glob("testdata/logs/nix-*")
 	if err != nil || len(dirs) < 2 {

@@ -2,6 +2,7 @@ package nixeval
 
 import (
 	"context"
+	"io/fs"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -31,15 +32,35 @@ func nixpkgsLib(t *testing.T) string {
 // nixosLikeStage is a context holding testdata/nixoslike: a configuration
 // with extendModules and options (nixpkgs' real module system) but without
 // our module.
+// A stand-in for nixpkgs (testdata/fakenixpkgs) is at ./fakenixpkgs.
 func nixosLikeStage(t *testing.T) *stage {
 	s := newStage(t)
-	copyDir(t, filepath.Join(nixpkgsLib(t), "lib"), filepath.Join(s.layout.ContextDir, "nixpkgs-lib", "lib"))
-	for src, dst := range map[string]string{
-		"testdata/nixoslike/flake.nix":          "flake.nix",
-		"../nixos/tests/nixos-options-stub.nix": "stub/nixos-options-stub.nix",
-		"../nixos/tests/stub-pkgs.nix":          "stub/stub-pkgs.nix",
-	} {
-		copyFile(t, src, filepath.Join(s.layout.ContextDir, dst))
+	lib := nixpkgsLib(t)
+	for _, dir := range []string{".", "fakenixpkgs"} {
+		ctx := filepath.Join(s.layout.ContextDir, dir)
+		copyDir(t, filepath.Join(lib, "lib"), filepath.Join(ctx, "nixpkgs-lib", "lib"))
+		copyFile(t, "../nixos/tests/nixos-options-stub.nix", filepath.Join(ctx, "stub/nixos-options-stub.nix"))
+		copyFile(t, "../nixos/tests/stub-pkgs.nix", filepath.Join(ctx, "stub/stub-pkgs.nix"))
+	}
+	copyFile(t, "testdata/nixoslike/flake.nix", filepath.Join(s.layout.ContextDir, "flake.nix"))
+	copyFile(t, "testdata/fakenixpkgs/flake.nix", filepath.Join(s.layout.ContextDir, "fakenixpkgs", "flake.nix"))
+	// Our module, for the configuration that imports it itself.
+	err := fs.WalkDir(nixos2docker.Module(), ".", func(p string, d fs.DirEntry, err error) error {
+		if err != nil || d.IsDir() {
+			return err
+		}
+		data, err := fs.ReadFile(nixos2docker.Module(), p)
+		if err != nil {
+			return err
+		}
+		dst := filepath.Join(s.layout.ContextDir, filepath.FromSlash(p))
+		if err := os.MkdirAll(filepath.Dir(dst), 0o755); err != nil {
+			return err
+		}
+		return os.WriteFile(dst, data, 0o644)
+	})
+	if err != nil {
+		t.Fatal(err)
 	}
 	return s
 }
@@ -85,16 +106,26 @@ func TestRealNixBodyErrorsMapToTheFile(t *testing.T) {
 		name, body string
 		line, col  int
 		msg        string
+		flake      string // default .#web; "-" for none (the body on ./fakenixpkgs)
 	}{
-		{"syntax error", "{ ... }: {\n  services.nginx.enable = true\n}\n", bodyLine + 2, 1, "syntax error, unexpected '}'"},
-		{"undefined variable", "{ ... }: {\n  networking.hostName = hostname;\n}\n", bodyLine + 1, 25, "undefined variable 'hostname'"},
-		{"option that does not exist", "{ ... }: {\n  nonsense.enable = true;\n}\n", bodyLine, 1, "The option `nonsense' does not exist. Definition values:\n- In `web.nixos':\n    {\n      enable = true;"},
-		{"wrong type", "{\n  networking.hostName = 42;\n}\n", bodyLine, 1, "is not of type"},
+		{"syntax error", "{ ... }: {\n  services.nginx.enable = true\n}\n", bodyLine + 2, 1, "syntax error, unexpected '}'", ""},
+		{"undefined variable", "{ ... }: {\n  networking.hostName = hostname;\n}\n", bodyLine + 1, 25, "undefined variable 'hostname'", ""},
+		{"option that does not exist", "{ ... }: {\n  nonsense.enable = true;\n}\n", bodyLine, 1, "The option `nonsense' does not exist. Definition values:\n- In `web.nixos':\n    {\n      enable = true;", ""},
+		{"wrong type", "{\n  networking.hostName = 42;\n}\n", bodyLine, 1, "is not of type", ""},
+		{"conflict with the flake", "{\n  virtualisation.dockerImage.name = \"mine\";\n}\n", bodyLine, 1, "The option `virtualisation.dockerImage.name' has conflicting definition values:\n- In `web.nixos': \"mine\"", ".#withmodule"},
+		{"undefined variable, body on nixpkgs", "{ ... }:\n{\n  networking.hostName = hostname;\n}\n", bodyLine + 2, 25, "undefined variable 'hostname'", "-"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			s := nixosLikeStage(t)
 			plan := Plan{Flake: ".#web", FlakeLine: 2, Body: tt.body, BodyFile: "web.nixos", BodyLine: bodyLine, System: hostSystem(t)}
+			switch tt.flake {
+			case "":
+			case "-":
+				plan.Flake, plan.FlakeLine, plan.Nixpkgs, plan.NixpkgsLine = "", 0, "./fakenixpkgs", 2
+			default:
+				plan.Flake = tt.flake
+			}
 			inv, err := s.layout.Build(plan, nixos2docker.Module())
 			if err != nil {
 				t.Fatal(err)
@@ -122,31 +153,46 @@ func TestRealNixBodyErrorsMapToTheFile(t *testing.T) {
 	}
 }
 
-// A valid body reaches the image (and only the image): eval.nix adds our
-// module to a configuration without it and the body as dockerVariant.
-func TestRealNixBodyReachesTheVariant(t *testing.T) {
+// Valid bodies reach the image: as dockerVariant of a configuration without
+// our module (eval.nix adds it), of one that imports it already (not twice),
+// and as the whole configuration on nixpkgs (a stand-in lib.nixosSystem).
+func TestRealNixBodyReachesTheImage(t *testing.T) {
 	if os.Getenv("NIXEVAL_TEST_ROOTFS") != "" {
 		t.Skip("runs on this machine's Nix only")
 	}
 	needNix(t, "nix-instantiate")
-	s := nixosLikeStage(t)
-	plan := Plan{Flake: ".#web", Body: "{ ... }: { virtualisation.dockerImage.tag = \"from-the-body\"; }\n", BodyLine: 3, System: hostSystem(t)}
-	inv, err := s.layout.Build(plan, nixos2docker.Module())
-	if err != nil {
-		t.Fatal(err)
-	}
-	s.writeFiles(t, inv)
-	expr := `let e = import ` + filepath.Join(inv.Dir, "eval.nix") + `; in [ e.spec.imageTag e.spec.imageName e.targets ]`
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, "nix-instantiate", "--eval", "--strict", "--json", "--expr", expr)
-	cmd.Env = append(os.Environ(), "NIX_CONF_DIR="+inv.Dir, "XDG_CACHE_HOME="+filepath.Join(s.root, "cache"))
-	out, err := cmd.CombinedOutput()
-	if err != nil {
-		t.Fatalf("%v\n%s", err, out)
-	}
-	if got := strings.TrimSpace(string(out)); got != `["from-the-body","web",["web"]]` {
-		t.Errorf("got %s", got)
+	tagBody := "{ ... }: { virtualisation.dockerImage.tag = \"from-the-body\"; }\n"
+	for _, tt := range []struct {
+		name string
+		plan Plan
+		want string // [imageName, imageTag]
+	}{
+		{"flake without our module", Plan{Flake: ".#web", Body: tagBody, BodyLine: 3}, `["web","from-the-body"]`},
+		{"flake with our module", Plan{Flake: ".#withmodule", Body: tagBody, BodyLine: 3}, `["from-the-flake","from-the-body"]`},
+		{"flake with our module, no body", Plan{Flake: ".#withmodule"}, `["from-the-flake","latest"]`},
+		{"body on nixpkgs", Plan{Nixpkgs: "./fakenixpkgs", Body: "{ ... }: { networking.hostName = \"solo\"; }\n", BodyLine: 3}, `["solo","latest"]`},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			s := nixosLikeStage(t)
+			tt.plan.System = hostSystem(t)
+			inv, err := s.layout.Build(tt.plan, nixos2docker.Module())
+			if err != nil {
+				t.Fatal(err)
+			}
+			s.writeFiles(t, inv)
+			expr := `let e = import "` + filepath.Join(inv.Dir, "eval.nix") + `"; in [ e.spec.imageName e.spec.imageTag ]`
+			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+			defer cancel()
+			cmd := exec.CommandContext(ctx, "nix-instantiate", "--eval", "--strict", "--json", "--expr", expr)
+			cmd.Env = append(os.Environ(), "NIX_CONF_DIR="+inv.Dir, "XDG_CACHE_HOME="+filepath.Join(s.root, "cache"))
+			out, err := cmd.CombinedOutput()
+			if err != nil {
+				t.Fatalf("%v\n%s", err, out)
+			}
+			if got := strings.TrimSpace(string(out)); got != tt.want {
+				t.Errorf("got %s, want %s", got, tt.want)
+			}
+		})
 	}
 }
 
@@ -164,7 +210,7 @@ func recordLog(t *testing.T, s *stage, name, log string) {
 		version = f[len(f)-1]
 	}
 	log = strings.NewReplacer(s.layout.Dir, DefaultLayout.Dir, s.layout.ContextDir, DefaultLayout.ContextDir, s.root, "/tmp/stage").Replace(log)
-	path := filepath.Join("testdata", "logs", "nix-"+version, strings.ReplaceAll(name, " ", "-")+".log")
+	path := filepath.Join("testdata", "logs", "nix-"+version, strings.NewReplacer(", ", "-", " ", "-").Replace(name)+".log")
 	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
 		t.Fatal(err)
 	}

@@ -2,7 +2,9 @@
 # not available: nixpkgs' real lib.evalModules (so extendModules, options and
 # the module system's own errors are real) over the NixOS option stub of
 # nixos/tests, WITHOUT our module, which eval.nix adds from the embedded
-# files. The test puts nixpkgs' lib at ./nixpkgs-lib and the stub at ./stub.
+# files; and one that already imports our module (./nixos, copied by the
+# test), which eval.nix must not import twice. The test puts nixpkgs' lib at
+# ./nixpkgs-lib and the stub at ./stub.
 {
   outputs =
     { self }:
@@ -17,6 +19,17 @@
           {
             _module.args.pkgs = import ./stub/stub-pkgs.nix { inherit system; };
             networking.hostName = "web";
+          }
+        ];
+      };
+      nixosConfigurations.withmodule = lib.evalModules {
+        modules = [
+          ./stub/nixos-options-stub.nix
+          ./nixos/docker-image.nix
+          {
+            _module.args.pkgs = import ./stub/stub-pkgs.nix { inherit system; };
+            networking.hostName = "withmodule";
+            virtualisation.dockerImage.name = "from-the-flake";
           }
         ];
       };
