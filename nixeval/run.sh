@@ -1,6 +1,7 @@
 #!/bin/sh
 # The nixos2docker builder stage (written into the build by nixeval; POSIX sh,
-# Nix >= 2.8 on PATH: Debian's nix-bin or the nixos/nix image).
+# Nix >= 2.8 on PATH: Debian's nix-bin or the nixos/nix image; besides Nix
+# only coreutils, grep and xargs).
 #
 #   sh run.sh build     evaluate, build the image spec, copy it and its closure
 #                       into $NIXOS2DOCKER_OUT (spec.json, nix/store/…)
@@ -42,11 +43,31 @@ logged() {
 }
 
 # json_string < FILE: FILE as a JSON string literal (control characters other
-# than newline dropped, tabs as spaces).
+# than newline dropped, tabs as spaces). Plain sh and tr only: the nixos/nix
+# image has no sed or awk.
 json_string() {
 	printf '"'
-	tr -d '\000-\010\013-\037' | tr '\t' ' ' |
-		sed -e 's/\\/\\\\/g' -e 's/"/\\"/g' -e 's/$/\\n/' | tr -d '\n'
+	tr -d '\000-\010\013-\037' | tr '\t' ' ' | {
+		while IFS= read -r _line || [ -n "$_line" ]; do
+			_out=
+			while :; do
+				case $_line in
+				*[\\\"]*)
+					_pre=${_line%%[\\\"]*}
+					_rest=${_line#"$_pre"}
+					_c=${_rest%"${_rest#?}"}
+					_out=$_out$_pre\\$_c
+					_line=${_rest#?}
+					;;
+				*)
+					_out=$_out$_line
+					break
+					;;
+				esac
+			done
+			printf '%s\\n' "$_out"
+		done
+	}
 	printf '"'
 }
 
