@@ -32,7 +32,9 @@ type Request struct {
 	// SourceMap is the user's file, for locations (nil in the debug command).
 	SourceMap *llb.SourceMap
 
-	NetworkMode    pb.NetMode
+	NetworkMode pb.NetMode
+	// RunOptions are the client's sandbox settings for the Nix step.
+	RunOptions     []llb.RunOption
 	CacheNamespace string
 	IgnoreCache    bool
 	ResolveMode    llb.ResolveMode
@@ -129,6 +131,7 @@ func newStage(req Request, targets bool) (*Stage, error) {
 		Context:        req.Context,
 		Network:        inv.Network,
 		NetworkMode:    req.NetworkMode,
+		RunOptions:     req.RunOptions,
 		Secrets:        secrets(inv.Secrets),
 		CacheNamespace: req.CacheNamespace,
 		IgnoreCache:    req.IgnoreCache,

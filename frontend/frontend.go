@@ -115,7 +115,27 @@ func (b *build) request(p ocispecs.Platform) Request {
 		IgnoreCache:    b.bc.IsNoCache(b.bc.Target) || b.bc.IsNoCache("nix"),
 		ResolveMode:    b.bc.ImageResolveMode,
 		MetaResolver:   b.c,
+		RunOptions:     runOptions(b.bc),
 	}
+}
+
+// runOptions carries the client's sandbox settings to the Nix step: an
+// --add-host can be what makes a private binary cache reachable.
+func runOptions(bc *dockerui.Client) []llb.RunOption {
+	var opts []llb.RunOption
+	for _, h := range bc.ExtraHosts {
+		opts = append(opts, llb.AddExtraHost(h.Host, h.IP))
+	}
+	if bc.Hostname != "" {
+		opts = append(opts, llb.Hostname(bc.Hostname))
+	}
+	if bc.CgroupParent != "" {
+		opts = append(opts, llb.WithCgroupParent(bc.CgroupParent))
+	}
+	for _, u := range bc.Ulimits {
+		opts = append(opts, llb.AddUlimit(llb.UlimitName(u.Name), u.Soft, u.Hard))
+	}
+	return opts
 }
 
 // solve runs a stage and returns its result reference.

@@ -77,6 +77,9 @@ type Builder struct {
 	// Constraints are added to the Nix step, e.g. the source location of
 	// the user's file so a failing step points at it.
 	Constraints []llb.ConstraintsOpt
+	// RunOptions are the client's sandbox settings (--add-host, hostname,
+	// cgroup parent, ulimits), passed through to the Nix step.
+	RunOptions []llb.RunOption
 	// CacheNamespace prefixes the cache mount id (BUILDKIT_CACHE_MOUNT_NS).
 	CacheNamespace string
 	// IgnoreCache re-runs the step even when BuildKit has it cached.
@@ -166,6 +169,7 @@ func BuilderStage(b Builder) (llb.State, error) {
 	for _, c := range b.Constraints {
 		runOpts = append(runOpts, c)
 	}
+	runOpts = append(runOpts, b.RunOptions...)
 	for _, s := range b.Secrets {
 		runOpts = append(runOpts, llb.AddSecret(s.Path, llb.SecretID(s.ID), llb.SecretOptional))
 	}
