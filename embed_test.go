@@ -39,22 +39,29 @@ func TestModuleHasTheRepositoryFiles(t *testing.T) {
 			t.Fatalf("%s is not in the repository", f)
 		}
 	}
+	checkFS(t, "Module", Module(), want)
+	want["flake.nix"] = true
+	checkFS(t, "Source", Source(), want)
+}
+
+func checkFS(t *testing.T, name string, fsys fs.FS, want map[string]bool) {
+	t.Helper()
 	got := map[string]bool{}
-	err := fs.WalkDir(Module(), ".", func(p string, d fs.DirEntry, err error) error {
+	err := fs.WalkDir(fsys, ".", func(p string, d fs.DirEntry, err error) error {
 		if err != nil || d.IsDir() {
 			return err
 		}
 		got[p] = true
 		if !want[p] {
-			t.Errorf("embedded but not wanted: %s", p)
+			t.Errorf("%s: embedded but not wanted: %s", name, p)
 		}
-		data, err := fs.ReadFile(Module(), p)
+		data, err := fs.ReadFile(fsys, p)
 		if err != nil {
 			return err
 		}
 		disk, err := os.ReadFile(filepath.FromSlash(p))
 		if err != nil || string(disk) != string(data) {
-			t.Errorf("%s: embedded copy differs from the file (%v)", p, err)
+			t.Errorf("%s: %s: embedded copy differs from the file (%v)", name, p, err)
 		}
 		return nil
 	})
@@ -63,7 +70,7 @@ func TestModuleHasTheRepositoryFiles(t *testing.T) {
 	}
 	for p := range want {
 		if !got[p] {
-			t.Errorf("not embedded: %s (add its folder to the go:embed line in embed.go)", p)
+			t.Errorf("%s: not embedded: %s (add its folder to the go:embed lines in embed.go)", name, p)
 		}
 	}
 }
