@@ -136,6 +136,12 @@ func TestRealNixBuildsToy(t *testing.T) {
 	}
 	s.copyTree(t, "examples/toy")
 	s.copyTree(t, "nixos/lib")
+	// A new message each run: part of the closure is really built, not
+	// found in the store.
+	msg := fmt.Sprintf("built by the nixeval test at %d\n", time.Now().UnixNano())
+	if err := os.WriteFile(filepath.Join(s.layout.ContextDir, "examples/toy/message.txt"), []byte(msg), 0o644); err != nil {
+		t.Fatal(err)
+	}
 	plan := Plan{Flake: ".?dir=examples/toy#toy", System: hostSystem(t)}
 	inv, err := s.layout.Build(plan, fstest.MapFS{})
 	if err != nil {
@@ -185,8 +191,19 @@ func TestRealNixBuildsToy(t *testing.T) {
 			t.Errorf("%s: %d bytes, want 64 MiB", p.Path, fi.Size())
 		}
 	}
-	if !strings.Contains(stderr, "nixos2docker: copying") {
-		t.Errorf("the stage does not say what it does:\n%s", stderr)
+	if !strings.Contains(stderr, "nixos2docker: copying") || !strings.Contains(stderr, "building '/nix/store/") ||
+		!strings.Contains(stderr, "-toy-message.drv") || strings.Contains(stderr, "--add-root") {
+		t.Errorf("the stage does not say what it does (or warns):\n%s", stderr)
+	}
+	found := false
+	for _, p := range spec.Closure {
+		if strings.HasSuffix(p.Path, "-toy-message") {
+			data, err := os.ReadFile(filepath.Join(s.layout.OutDir, p.Path))
+			found = err == nil && string(data) == msg
+		}
+	}
+	if !found {
+		t.Errorf("the copied toy-message is not this run's message")
 	}
 
 	// The targets of the same flake.

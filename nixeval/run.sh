@@ -94,10 +94,13 @@ targets)
 	;;
 build)
 	say "evaluating the image spec"
-	logged "$tmp/eval.log" nix-instantiate "$dir/eval.nix" -A spec >"$tmp/drv" || eval_failed "$tmp/eval.log"
-	drv=$(cat "$tmp/drv")
+	logged "$tmp/eval.log" nix-instantiate --add-root "$tmp/drv" "$dir/eval.nix" -A spec >/dev/null ||
+		eval_failed "$tmp/eval.log"
+	drv=$(readlink "$tmp/drv")
 	say "building $drv"
-	spec=$(nix-store --realise "$drv")
+	# A root while we copy (and no warning that there is none).
+	nix-store --realise --add-root "$tmp/spec" "$drv" >/dev/null
+	spec=$(readlink "$tmp/spec")
 	cp "$spec" "$out/spec.json"
 	chmod 0644 "$out/spec.json"
 	# Exactly the closure the spec lists, copied out of the store: a later
