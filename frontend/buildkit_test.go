@@ -55,7 +55,9 @@ type kitBuild struct {
 type kitResult struct {
 	resp  *client.SolveResponse
 	names []string
-	logs  string
+	// made are the vertices that ran rather than came from the cache.
+	made []string
+	logs string
 }
 
 func solveKit(ctx context.Context, t *testing.T, b kitBuild) (*kitResult, error) {
@@ -110,20 +112,25 @@ func solveKit(ctx context.Context, t *testing.T, b kitBuild) (*kitResult, error)
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		seen := map[string]bool{}
+		seen := map[string]*client.Vertex{}
 		var logs strings.Builder
 		for s := range ch {
 			for _, v := range s.Vertexes {
-				if !seen[v.Digest.String()] {
-					seen[v.Digest.String()] = true
+				if seen[v.Digest.String()] == nil {
 					res.names = append(res.names, v.Name)
 				}
+				seen[v.Digest.String()] = v
 			}
 			for _, l := range s.Logs {
 				logs.Write(l.Data)
 			}
 		}
 		res.logs = logs.String()
+		for _, v := range seen {
+			if v.Started != nil && !v.Cached {
+				res.made = append(res.made, v.Name)
+			}
+		}
 	}()
 	build := Build
 	if b.inspect != nil {
@@ -246,6 +253,15 @@ func TestBuildKitReproducible(t *testing.T) {
 		}
 		_, _, d := readOCIHeaders(t, oci)
 		digests = append(digests, d)
+		var layers int
+		for _, n := range res.made {
+			if strings.HasPrefix(n, "layer ") {
+				layers++
+			}
+		}
+		if layers < 2 {
+			t.Errorf("build %d made %d layers: --no-cache must redo them (made: %q)", i+1, layers, res.made)
+		}
 	}
 	if digests[0] != digests[1] {
 		t.Errorf("two builds of the same file gave %s and %s", digests[0], digests[1])
@@ -399,6 +415,55 @@ func TestBuildKitBodyError(t *testing.T) {
 	srcs := errdefs.Sources(err)
 	if len(srcs) == 0 || srcs[0].Info.Filename != "image.nix2docker" || srcs[0].Ranges[0].Start.Line != 4 {
 		t.Errorf("no BuildKit source location for line 4: %+v", srcs)
+	}
+}
+
+// An unknown --target names the ones that exist, located at the flake
+// directive.
+func TestBuildKitUnknownTarget(t *testing.T) {
+	buildkitHost(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	_, err := solveKit(ctx, t, kitBuild{file: "# flake=.?dir=examples/toy\n", attrs: map[string]string{"target": "nope"}})
+	if err == nil {
+		t.Fatal("an unknown target built")
+	}
+	for _, want := range []string{"image.nix2docker:1:", `unknown target "nope"`, `"toy-x86_64-linux"`} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("error %q lacks %q", err, want)
+		}
+	}
+	if srcs := errdefs.Sources(err); len(srcs) == 0 || srcs[0].Ranges[0].Start.Line != 1 {
+		t.Errorf("no BuildKit source location for line 1: %+v", srcs)
+	}
+}
+
+// A multi-platform result (here of one platform: the builder image is
+// amd64 only) is an index whose manifest names its platform.
+func TestBuildKitMultiPlatformResult(t *testing.T) {
+	buildkitHost(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	oci := filepath.Join(t.TempDir(), "image.tar")
+	res, err := solveKit(ctx, t, kitBuild{
+		file:    toyFile,
+		attrs:   map[string]string{"platform": "linux/amd64", "multi-platform": "true"},
+		ociDest: oci,
+	})
+	if err != nil {
+		t.Fatalf("build: %v\nlogs:\n%s", err, res.logs)
+	}
+	blobs := readBlobs(t, oci)
+	var idx, inner ocispecs.Index
+	if err := json.Unmarshal(blobs["index.json"], &idx); err != nil {
+		t.Fatal(err)
+	}
+	if err := json.Unmarshal(blobs[blobPath(idx.Manifests[0].Digest.String())], &inner); err != nil {
+		t.Fatal(err)
+	}
+	if len(inner.Manifests) != 1 || inner.Manifests[0].Platform == nil ||
+		inner.Manifests[0].Platform.OS != "linux" || inner.Manifests[0].Platform.Architecture != "amd64" {
+		t.Errorf("index manifests %+v", inner.Manifests)
 	}
 }
 

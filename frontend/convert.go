@@ -46,6 +46,8 @@ type Stage struct {
 	Plan       nixeval.Plan
 	Invocation *nixeval.Invocation
 	State      llb.State
+	// IgnoreCache is --no-cache: the image's layers are redone too.
+	IgnoreCache bool
 }
 
 // ParseFile parses the user's file; its errors are *nixfile.Error.
@@ -146,7 +148,7 @@ func newStage(req Request, targets bool) (*Stage, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Stage{Plan: p, Invocation: inv, State: st}, nil
+	return &Stage{Plan: p, Invocation: inv, State: st, IgnoreCache: req.IgnoreCache}, nil
 }
 
 // secrets are the optional BuildKit secrets the Nix step may read (netrc,
@@ -174,6 +176,8 @@ type ImageOptions struct {
 	Platform ocispecs.Platform
 	Epoch    *time.Time
 	Labels   map[string]string
+	// IgnoreCache re-makes every layer (--no-cache).
+	IgnoreCache bool
 }
 
 // Image returns the image for the spec the stage produced.
@@ -193,12 +197,13 @@ func NewImage(store llb.State, outDir string, spec *imagespec.Spec, o ImageOptio
 		in[i] = nixllb.Layer{Paths: l.Paths, Size: l.Size}
 	}
 	return nixllb.NewImage(nixllb.ImageInput{
-		Spec:     spec,
-		Layers:   in,
-		Store:    store,
-		StoreDir: strings.TrimSuffix(outDir, "/") + imagespec.StoreDir,
-		Platform: o.Platform,
-		Epoch:    o.Epoch,
-		Labels:   o.Labels,
+		Spec:        spec,
+		Layers:      in,
+		Store:       store,
+		StoreDir:    strings.TrimSuffix(outDir, "/") + imagespec.StoreDir,
+		Platform:    o.Platform,
+		Epoch:       o.Epoch,
+		Labels:      o.Labels,
+		IgnoreCache: o.IgnoreCache,
 	})
 }

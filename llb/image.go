@@ -37,6 +37,8 @@ type ImageInput struct {
 	Epoch *time.Time
 	// Labels are added to (and override) the spec's labels.
 	Labels map[string]string
+	// IgnoreCache re-makes every layer (--no-cache).
+	IgnoreCache bool
 }
 
 // Image is the built image: the root filesystem and its config.
@@ -101,7 +103,7 @@ func NewImage(in ImageInput) (*Image, error) {
 			ChownOpt:            &llb.ChownOpt{User: &llb.UserOpt{UID: 0}, Group: &llb.UserOpt{UID: 0}},
 		})
 		name := fmt.Sprintf("layer %d/%d: %s", i+1, total, summary(l, sizes))
-		states = append(states, llb.Scratch().File(copyLayer, llb.WithCustomName(name)))
+		states = append(states, llb.Scratch().File(copyLayer, fileOpts(name, in.IgnoreCache)...))
 		names = append(names, name)
 		history = append(history, ocispecs.History{
 			Created:   &t,
@@ -114,12 +116,12 @@ func NewImage(in ImageInput) (*Image, error) {
 		// Made aside, then copied in one action that stamps every entry,
 		// directories after their contents: the layer does not depend on
 		// when it was made.
-		made := llb.Scratch().File(skeleton, llb.WithCustomName("root skeleton entries"))
+		made := llb.Scratch().File(skeleton, fileOpts("root skeleton entries", in.IgnoreCache)...)
 		states = append(states, llb.Scratch().File(llb.Copy(made, "/", "/", &llb.CopyInfo{
 			CopyDirContentsOnly: true,
 			CreatedTime:         &t,
 			ChownOpt:            &llb.ChownOpt{User: &llb.UserOpt{UID: 0}, Group: &llb.UserOpt{UID: 0}},
-		}), llb.WithCustomName(name)))
+		}), fileOpts(name, in.IgnoreCache)...))
 		names = append(names, name)
 		history = append(history, ocispecs.History{
 			Created:   &t,
@@ -149,6 +151,15 @@ func NewImage(in ImageInput) (*Image, error) {
 		}
 	}
 	return &Image{State: st, Config: img, Names: names}, nil
+}
+
+// fileOpts names a file op and, for --no-cache, makes BuildKit redo it.
+func fileOpts(name string, ignoreCache bool) []llb.ConstraintsOpt {
+	opts := []llb.ConstraintsOpt{llb.WithCustomName(name)}
+	if ignoreCache {
+		opts = append(opts, llb.IgnoreCache)
+	}
+	return opts
 }
 
 // escapePattern makes a store path name a literal include pattern: names

@@ -298,3 +298,19 @@ func TestStoreName(t *testing.T) {
 		t.Errorf("StoreName = %q", got)
 	}
 }
+
+func TestImageIgnoreCache(t *testing.T) {
+	s := loadSpec(t)
+	img, err := nixllb.NewImage(nixllb.ImageInput{
+		Spec: s, Layers: assign(t, s, s.MaxLayers-1), Store: llb.Scratch(), StoreDir: "/out/nix/store", IgnoreCache: true,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := marshal(t, img.State)
+	for _, in := range d.head.Inputs {
+		if !d.meta[digest.Digest(in.Digest)].IgnoreCache {
+			t.Errorf("layer %s is not redone with --no-cache", d.meta[digest.Digest(in.Digest)].Description["llb.customname"])
+		}
+	}
+}
