@@ -9,6 +9,7 @@ import (
 	"reflect"
 	"slices"
 	"strings"
+	"syscall"
 	"testing"
 )
 
@@ -18,6 +19,8 @@ type nixosGraph struct {
 	toplevel string
 	config   string // a config file referenced by a unit file
 	midPkg   string // a package in the middle of the graph
+	// bumps are packages changing 1–20% of the closure, for an average.
+	bumps []string
 }
 
 // genNixOS generates n paths deterministically from seed: a few glibc-like
@@ -132,13 +135,18 @@ func genNixOS(n int, seed uint64) nixosGraph {
 	top := add("nixos-system-web-26.05", 20*kib, etc, sw, activate, systemd)
 	// The mid-level package: of a few spread over the packages, the one
 	// closest to changing 5% of the closure.
-	mid := ""
+	mid, midAnc := "", 0
+	var bumps []string
 	for k := base; k < pkgEnd; k += max(1, nPkgs/40) {
-		if mid == "" || abs(len(ancestors(paths, paths[k].Path))-n/20) < abs(len(ancestors(paths, mid))-n/20) {
-			mid = paths[k].Path
+		a := len(ancestors(paths, paths[k].Path))
+		if mid == "" || abs(a-n/20) < abs(midAnc-n/20) {
+			mid, midAnc = paths[k].Path, a
+		}
+		if a >= n/100 && a <= n/5 {
+			bumps = append(bumps, paths[k].Path)
 		}
 	}
-	return nixosGraph{paths: paths, toplevel: paths[top].Path, config: config, midPkg: mid}
+	return nixosGraph{paths: paths, toplevel: paths[top].Path, config: config, midPkg: mid, bumps: bumps}
 }
 
 func abs(x int) int { return max(x, -x) }
@@ -388,6 +396,17 @@ func reuseFigures(g nixosGraph, f layerer, maxLayers int) (config, pkg float64) 
 	return config, pkg
 }
 
+// averageBumpReuse is the mean reuse over g.bumps, one bump at a time.
+func averageBumpReuse(g nixosGraph, f layerer, maxLayers int) float64 {
+	before := f(g.paths, g.toplevel, maxLayers)
+	var sum float64
+	for i, b := range g.bumps {
+		p, top := change(g.paths, g.toplevel, b, uint64(100+i))
+		sum += reuse(before, f(p, top, maxLayers))
+	}
+	return sum / float64(len(g.bumps))
+}
+
 func TestSyntheticGraphIsNixOSShaped(t *testing.T) {
 	g := genNixOS(3000, 1)
 	if len(g.paths) != 3000 {
@@ -417,6 +436,15 @@ func TestReuseBeatsPopularityContest(t *testing.T) {
 	}
 }
 
+// cpuTime is the process's user+system CPU time in nanoseconds.
+func cpuTime() int64 {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return ru.Utime.Nano() + ru.Stime.Nano()
+}
+
 // BenchmarkAssign times Assign on a 20,000-path NixOS-shaped closure with
 // the default budget (125 layers minus the skeleton) and reports the reuse
 // figures of ours and of the popularity contest beside it.
@@ -424,19 +452,65 @@ func BenchmarkAssign(b *testing.B) {
 	g := genNixOS(20000, 1)
 	const maxLayers = 124
 	opts := Options{MaxLayers: maxLayers, Toplevel: g.toplevel}
+	cpu0 := cpuTime()
 	for b.Loop() {
 		if _, err := Assign(g.paths, opts); err != nil {
 			b.Fatal(err)
 		}
 	}
+	// CPU time per call: less noisy than ns/op on a busy shared machine.
+	cpu := float64(cpuTime()-cpu0) / float64(b.N)
 	// After the loop: b.Loop's first call resets user metrics.
 	oc, op := reuseFigures(g, ours, maxLayers)
 	pc, pp := reuseFigures(g, popularityContest, maxLayers)
+	b.ReportMetric(cpu/1e6, "cpu-ms/op")
 	b.ReportMetric(oc, "reuse-config-%")
 	b.ReportMetric(pc, "popcon-reuse-config-%")
 	b.ReportMetric(op, "reuse-pkg-%")
 	b.ReportMetric(pp, "popcon-reuse-pkg-%")
+	b.ReportMetric(averageBumpReuse(g, ours, maxLayers), "avg-reuse-bumps-%")
+	b.ReportMetric(averageBumpReuse(g, popularityContest, maxLayers), "popcon-avg-reuse-bumps-%")
+	var idealSum float64
+	for _, x := range g.bumps {
+		idealSum += ideal(g, x)
+	}
+	b.ReportMetric(idealSum/float64(len(g.bumps)), "ideal-avg-reuse-bumps-%")
 	b.ReportMetric(ideal(g, g.config), "ideal-reuse-config-%")
 	b.ReportMetric(ideal(g, g.midPkg), "ideal-reuse-pkg-%")
 	b.ReportMetric(float64(len(ancestors(g.paths, g.midPkg))), "pkg-bump-changed-paths")
+}
+
+// A configuration change re-creates the volatile layer and nothing else,
+// and a package bump leaves the layers of what does not depend on it alone.
+func TestChangesStayLocal(t *testing.T) {
+	for seed := range uint64(6) {
+		g := genNixOS(1500+int(seed)*500, seed)
+		before := ours(g.paths, g.toplevel, 60)
+		p, top := change(g.paths, g.toplevel, g.config, seed)
+		after := ours(p, top, 60)
+		if len(after) != len(before) {
+			t.Fatalf("seed %d: %d layers before, %d after a config change", seed, len(before), len(after))
+		}
+		for i := range len(before) - 1 {
+			if !reflect.DeepEqual(before[i], after[i]) {
+				t.Errorf("seed %d: a config change altered stable layer %d", seed, i)
+			}
+		}
+		if reflect.DeepEqual(before[len(before)-1], after[len(after)-1]) {
+			t.Errorf("seed %d: the volatile layer did not change", seed)
+		}
+
+		changed := ancestors(g.paths, g.midPkg)
+		p, top = change(g.paths, g.toplevel, g.midPkg, seed)
+		old := map[string]bool{}
+		for _, l := range ours(p, top, 60) {
+			old[strings.Join(l.Paths, "\n")] = true
+		}
+		for i, l := range before {
+			touched := slices.ContainsFunc(l.Paths, func(s string) bool { return changed[s] })
+			if !touched && !old[strings.Join(l.Paths, "\n")] {
+				t.Errorf("seed %d: layer %d holds nothing that depends on %s, yet it changed", seed, i, g.midPkg)
+			}
+		}
+	}
 }

@@ -36,10 +36,16 @@
 //     its owner changes — the smallest such closure makes that least likely.
 //  4. Leftovers. Stable paths that no owner depends on (packages referenced
 //     only from the volatile part, and what only they use) join the lowest
-//     "top" (a leftover no stable path references) that depends on them;
-//     those groups, sorted by height, are cut into the remaining quarter of
-//     the budget in runs of about equal size. With no leftovers, the whole
-//     budget goes to owners.
+//     "top" (a leftover no stable path references) that depends on them.
+//     Those groups, sorted by height, are cut into the remaining quarter of
+//     the budget at content-defined points (after a top whose package name
+//     hashes to zero modulo the mean run length), so a change in one group
+//     does not shift the others into other layers. With no leftovers, the
+//     whole budget goes to owners.
+//
+// Ties are broken on the name without the hash before the full name: that
+// name survives a rebuild, so a rebuilt dependency does not reshuffle the
+// layers of paths that did not change.
 //
 // Layers are ordered from the smallest owner closure (most stable, e.g.
 // glibc) to the volatile layer, so a registry or a layer store that keys
@@ -57,15 +63,20 @@
 // on it plus the few small paths attached to them (see the benchmark in this
 // package for both figures on a synthetic NixOS-shaped closure).
 //
-// Assign is deterministic: the input's order does not matter, ties are
-// broken by store path name.
+// Assign is deterministic: the input's order does not matter. It takes
+// O(paths × budget / 64 + references) time: about 30 ms of CPU for 20,000
+// paths and 124 layers (BenchmarkAssign).
 package layers
 
 import (
 	"cmp"
 	"errors"
 	"fmt"
+	"hash/fnv"
+	"math/bits"
+	"path"
 	"slices"
+	"strings"
 
 	"github.com/nixos2docker/nixos2docker/nixeval/imagespec"
 )
@@ -124,6 +135,7 @@ func FromSpec(s *imagespec.Spec) []Path {
 // step is deterministic whatever the input order.
 type graph struct {
 	name  []string
+	short []string // name without the hash: ties are broken on it first, as it survives rebuilds
 	size  []int64
 	refs  [][]int32 // references, self-references dropped, sorted
 	rrefs [][]int32 // referrers, sorted
@@ -136,6 +148,7 @@ func newGraph(paths []Path) (*graph, error) {
 	slices.SortFunc(sorted, func(a, b Path) int { return cmp.Compare(a.Path, b.Path) })
 	g := &graph{
 		name:  make([]string, n),
+		short: make([]string, n),
 		size:  make([]int64, n),
 		refs:  make([][]int32, n),
 		rrefs: make([][]int32, n),
@@ -153,6 +166,7 @@ func newGraph(paths []Path) (*graph, error) {
 		}
 		index[p.Path] = int32(i)
 		g.name[i] = p.Path
+		g.short[i] = storeName(p.Path)
 		g.size[i] = p.NarSize
 	}
 	for i, p := range sorted {
@@ -275,36 +289,18 @@ func (g *graph) stableLayers(stable []int32, budget int) []Layer {
 		if c := cmp.Compare(g.size[b], g.size[a]); c != 0 {
 			return c
 		}
-		return cmp.Compare(a, b) // paths are numbered in name order
+		return g.compare(a, b)
 	})
 
-	// closure[o] is the closure size of candidate o once computed (it is
-	// cached: the number of owners is adjusted below).
+	// closure[o] is the closure size of each candidate that may become an
+	// owner.
 	closure := make([]int, n)
-	stamp := make([]int32, n)
-	var queue []int32
-	closureSize := func(o int32) int {
-		if closure[o] == 0 {
-			// Stamped with o+1, so the array never needs clearing.
-			queue = append(queue[:0], o)
-			stamp[o] = o + 1
-			for k := 0; k < len(queue); k++ {
-				for _, j := range g.refs[queue[k]] {
-					if stamp[j] != o+1 {
-						stamp[j] = o + 1
-						queue = append(queue, j)
-					}
-				}
-			}
-			closure[o] = len(queue)
-		}
-		return closure[o]
-	}
+	g.closureSizes(cand[:min(budget, len(cand))], closure)
 	better := func(a, b int32) bool { // a is a better owner than b
 		if b < 0 || closure[a] != closure[b] {
 			return b < 0 || closure[a] < closure[b]
 		}
-		return a < b
+		return g.compare(a, b) < 0
 	}
 	isOwner := make([]bool, n)
 	// owner[i] is the best owner among i and its ancestors, -1 if none.
@@ -314,7 +310,6 @@ func (g *graph) stableLayers(stable []int32, budget int) []Layer {
 		k = min(max(k, 0), len(cand))
 		for _, o := range cand[min(nOwners, k):max(nOwners, k)] {
 			isOwner[o] = k > nOwners
-			closureSize(o)
 		}
 		nOwners = k
 		for _, i := range stable {
@@ -356,7 +351,7 @@ func (g *graph) stableLayers(stable []int32, budget int) []Layer {
 		if c := cmp.Compare(closure[a], closure[b]); c != 0 { // most stable first
 			return c
 		}
-		return cmp.Compare(a, b)
+		return g.compare(a, b)
 	})
 	groups := make(map[int32][]int32, nOwners)
 	for _, i := range stable {
@@ -372,6 +367,69 @@ func (g *graph) stableLayers(stable []int32, budget int) []Layer {
 		out = append(out, g.leftoverLayers(stable, owner, isStable, chunks)...)
 	}
 	return out
+}
+
+// closureSizes sets closure[c] to the closure size of each c in cands.
+func (g *graph) closureSizes(cands []int32, closure []int) {
+	if len(cands) > 4096 {
+		// Bitsets that wide would cost more than a search per candidate.
+		g.closureSizesBFS(cands, closure)
+	} else {
+		g.closureSizesBitset(cands, closure)
+	}
+}
+
+// closureSizesBitset counts all closures in one pass: every path carries
+// the set of candidates among itself and its ancestors (inherited from its
+// referrers) and adds one to each of their counts.
+func (g *graph) closureSizesBitset(cands []int32, closure []int) {
+	n := len(g.name)
+	index := make([]int32, n)
+	for i := range index {
+		index[i] = -1
+	}
+	for k, c := range cands {
+		index[c] = int32(k)
+	}
+	words := (len(cands) + 63) / 64
+	above := make([]uint64, n*words)
+	for _, i := range g.topo {
+		row := above[int(i)*words : int(i+1)*words]
+		for _, r := range g.rrefs[i] {
+			for w, v := range above[int(r)*words : int(r+1)*words] {
+				row[w] |= v
+			}
+		}
+		if k := index[i]; k >= 0 {
+			row[k/64] |= 1 << (k % 64)
+		}
+		for w, v := range row {
+			for v != 0 {
+				closure[cands[w*64+bits.TrailingZeros64(v)]]++
+				v &= v - 1
+			}
+		}
+	}
+}
+
+// closureSizesBFS searches each candidate's closure.
+func (g *graph) closureSizesBFS(cands []int32, closure []int) {
+	stamp := make([]int32, len(g.name))
+	var queue []int32
+	for _, c := range cands {
+		// Stamped with c+1, so the array never needs clearing.
+		queue = append(queue[:0], c)
+		stamp[c] = c + 1
+		for k := 0; k < len(queue); k++ {
+			for _, j := range g.refs[queue[k]] {
+				if stamp[j] != c+1 {
+					stamp[j] = c + 1
+					queue = append(queue, j)
+				}
+			}
+		}
+		closure[c] = len(queue)
+	}
 }
 
 // countTops counts the leftovers that no stable path references.
@@ -401,18 +459,16 @@ func (g *graph) leftoverLayers(stable, owner []int32, isStable []bool, chunks in
 	}
 	top := make([]int32, n)
 	var tops []int32
-	var total int64
 	for _, i := range stable {
 		if owner[i] >= 0 {
 			continue
 		}
-		total += g.size[i]
 		best := int32(-1)
 		for _, r := range g.rrefs[i] {
 			if !isStable[r] {
 				continue
 			}
-			if t := top[r]; best < 0 || height[t] < height[best] || (height[t] == height[best] && t < best) {
+			if t := top[r]; best < 0 || height[t] < height[best] || (height[t] == height[best] && g.compare(t, best) < 0) {
 				best = t
 			}
 		}
@@ -426,33 +482,72 @@ func (g *graph) leftoverLayers(stable, owner []int32, isStable []bool, chunks in
 		if c := cmp.Compare(height[a], height[b]); c != 0 {
 			return c
 		}
-		return cmp.Compare(a, b)
+		return g.compare(a, b)
 	})
-	groups := make(map[int32][]int32, len(tops))
-	groupSize := make(map[int32]int64, len(tops))
+	// Groups in that order are cut into runs. The cuts are content-defined
+	// (after a top whose package name hashes to 0 mod the mean run length)
+	// so that a change to one group cannot shift the others into other
+	// layers, as cuts by accumulated size would.
+	bucket := make(map[int32]int, len(tops))
+	run := (len(tops) + chunks - 1) / chunks
+	b := 0
+	for k, t := range tops {
+		bucket[t] = b
+		if b == chunks-1 {
+			continue
+		}
+		if run <= 1 {
+			b++
+			continue
+		}
+		h := fnv.New32a()
+		h.Write([]byte(pname(g.short[t])))
+		if h.Sum32()%uint32(run) == 0 && k+1 < len(tops) {
+			b++
+		}
+	}
+	members := make([][]int32, min(chunks, len(tops)))
 	for _, i := range stable {
 		if owner[i] < 0 {
-			groups[top[i]] = append(groups[top[i]], i)
-			groupSize[top[i]] += g.size[i]
+			b := bucket[top[i]]
+			members[b] = append(members[b], i)
 		}
 	}
-	var out []Layer
-	var members []int32
-	var acc int64
-	for _, t := range tops {
-		// Start a new layer when this group's midpoint falls past the
-		// current layer's share of the total.
-		if len(members) > 0 && len(out) < chunks-1 && (acc+groupSize[t]/2)*int64(chunks) > total*int64(len(out)+1) {
-			out = append(out, g.layer(members))
-			members = members[:0]
+	out := make([]Layer, 0, len(members))
+	for _, m := range members {
+		if len(m) > 0 {
+			out = append(out, g.layer(m))
 		}
-		members = append(members, groups[t]...)
-		acc += groupSize[t]
-	}
-	if len(members) > 0 {
-		out = append(out, g.layer(members))
 	}
 	return out
+}
+
+// compare orders paths by name without the hash, then by full name.
+func (g *graph) compare(a, b int32) int {
+	if c := strings.Compare(g.short[a], g.short[b]); c != 0 {
+		return c
+	}
+	return cmp.Compare(a, b) // paths are numbered in name order
+}
+
+// storeName is a store path's name without the hash: glibc-2.42.
+func storeName(p string) string {
+	base := path.Base(p)
+	if len(base) > 33 && base[32] == '-' {
+		return base[33:]
+	}
+	return base
+}
+
+// pname is a name without its version, as Nix splits them: the version
+// starts at the first dash followed by a digit (glibc-2.42 → glibc).
+func pname(name string) string {
+	for i := 0; i+1 < len(name); i++ {
+		if name[i] == '-' && name[i+1] >= '0' && name[i+1] <= '9' {
+			return name[:i]
+		}
+	}
+	return name
 }
 
 func (g *graph) layer(members []int32) Layer {

@@ -252,3 +252,37 @@ func TestFromSpec(t *testing.T) {
 		t.Errorf("got %v, want %v", got, want)
 	}
 }
+
+// The two ways of counting closures agree.
+func TestClosureSizes(t *testing.T) {
+	for seed := range uint64(10) {
+		paths, _ := randomDAG(seed, 300)
+		g, err := newGraph(paths)
+		if err != nil {
+			t.Fatal(err)
+		}
+		cands := make([]int32, 0, len(paths))
+		for i := range len(paths) {
+			if i%3 != 0 {
+				cands = append(cands, int32(i))
+			}
+		}
+		a, b := make([]int, len(paths)), make([]int, len(paths))
+		g.closureSizesBitset(cands, a)
+		g.closureSizesBFS(cands, b)
+		if !reflect.DeepEqual(a, b) {
+			t.Fatalf("seed %d: bitset %v\nBFS %v", seed, a, b)
+		}
+		if a[cands[0]] < 1 {
+			t.Fatalf("seed %d: closure of %d is %d", seed, cands[0], a[cands[0]])
+		}
+	}
+	// A budget above 4096 takes the search path.
+	paths, top := randomDAG(1, 5000)
+	opts := Options{MaxLayers: 4500, Toplevel: top}
+	got, err := Assign(paths, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkLayers(t, paths, opts, got)
+}
