@@ -3,14 +3,29 @@
 // system) into the files and command of the builder stage, reads back what
 // that stage wrote, and maps Nix's errors onto lines of the user's file.
 //
-// The builder stage runs run.sh (POSIX sh, Nix >= 2.8) in a builder image
-// with the build context mounted read-only at ContextDir and the files of an
+// The builder stage runs run.sh (POSIX sh; Nix >= 2.8 plus coreutils, grep
+// and xargs, as in Debian's nix-bin image and the nixos/nix image) with the
+// build context mounted read-only at ContextDir and the files of an
 // Invocation at Dir: eval.nix (fixed), plan.json (the plan's parameters),
-// body.nix (the user's body, so Nix names it in error positions), nix.conf
-// and our NixOS module (from the embedded fs.FS the caller hands in). The
-// evaluation combines them into config.system.build.dockerImageSpec; the
-// stage copies the spec and exactly its closure into OutDir, because a
+// body.nix (the user's body, so that Nix names it in error positions),
+// nix.conf (NIX_CONF_DIR points at Dir) and our NixOS module (from the
+// embedded fs.FS the caller hands in). eval.nix combines them into
+// config.system.build.dockerImageSpec:
+//
+//   - flake, no body: nixosConfigurations.<target> (with our module added
+//     when the configuration lacks it; a configuration without extendModules,
+//     like examples/toy, is used as it is);
+//   - flake and body: cfg.extendModules with the body as
+//     virtualisation.dockerVariant, i.e. configuration of the image only;
+//   - body, no flake: nixpkgs.lib.nixosSystem { modules = [ module body ]; }.
+//
+// The stage copies the spec and exactly its closure into OutDir, because a
 // later step can only read the stage's own filesystem, not a cache mount.
+// Evaluation errors are results (result.json, exit 0) so the frontend can
+// locate them in the file, and so they are cached like any deterministic
+// outcome; a download failure or a failed build fails the step instead.
+// Errors eval.nix raises itself carry a "[nixos2docker:WHERE]" tag naming
+// the directive they are about.
 package nixeval
 
 import (
@@ -99,7 +114,9 @@ type Invocation struct {
 	// OutDir receives result.json, spec.json and nix/store/….
 	OutDir string
 	// Network is whether the stage needs the network: substituters, or a
-	// flake that is not in the build context.
+	// flake (or nixpkgs) that is not in the build context. (A flake in the
+	// context whose inputs are remote also needs it: real builds use
+	// substituters anyway.)
 	Network bool
 	// Secrets are the optional secret mounts.
 	Secrets []Secret
