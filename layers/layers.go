@@ -53,19 +53,21 @@
 //
 // # Compared with dockerTools and nix2container
 //
-// nixpkgs' dockerTools (references-by-popularity) and nix2container rank
-// paths by a "popularity contest" (how often a path appears in the unrolled
-// reference tree), give each of the first maxLayers-1 paths its own layer and
-// put everything else, the toplevel and the configuration included, in one
+// nixpkgs' dockerTools (references-by-popularity) ranks paths by a
+// "popularity contest" (how often a path appears in the unrolled reference
+// tree), gives each of the first maxLayers-1 paths its own layer and puts
+// everything else, the toplevel and the configuration included, in one
 // final layer: any configuration change re-creates that whole layer, usually
-// most of the image's bytes. Here a configuration change re-creates only the
+// most of the image's bytes. nix2container's maxLayers uses the same
+// ranking (default: one layer) and leaves isolating what changes often to
+// layers the user lists by hand (buildLayer). Here a configuration change re-creates only the
 // small volatile layer, and a package bump re-creates the owners that depend
 // on it plus the few small paths attached to them (see the benchmark in this
 // package for both figures on a synthetic NixOS-shaped closure).
 //
-// Assign is deterministic: the input's order does not matter. It takes
-// O(paths × budget / 64 + references) time: about 30 ms of CPU for 20,000
-// paths and 124 layers (BenchmarkAssign).
+// Assign is deterministic: the input's order does not matter. Its cost is
+// dominated by references × budget/64 word operations (closure counting):
+// about 30 ms of CPU for 20,000 paths and 124 layers (BenchmarkAssign).
 package layers
 
 import (
