@@ -48,6 +48,9 @@ type kitBuild struct {
 	file    string
 	attrs   map[string]string
 	ociDest string
+	// ctxDir is the build context; default: the repository's examples/toy
+	// and nixos.
+	ctxDir string
 	// inspect, when set, sees the frontend's result inside the build.
 	inspect func(*gwclient.Result) error
 }
@@ -73,6 +76,9 @@ func solveKit(ctx context.Context, t *testing.T, b kitBuild) (*kitResult, error)
 	root, err := filepath.Abs("..")
 	if err != nil {
 		t.Fatal(err)
+	}
+	if b.ctxDir != "" {
+		root = b.ctxDir
 	}
 	base, err := fsutil.NewFS(root)
 	if err != nil {
@@ -233,6 +239,51 @@ func TestBuildKitToy(t *testing.T) {
 			}
 		}
 	}
+}
+
+// A change to one derivation's input redoes only the layers holding what
+// changed; the rest come from BuildKit's cache.
+func TestBuildKitOneChange(t *testing.T) {
+	buildkitHost(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	dir := t.TempDir()
+	for _, sub := range []string{"examples/toy", "nixos"} {
+		if err := os.CopyFS(filepath.Join(dir, sub), os.DirFS(filepath.Join("..", sub))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	msg := filepath.Join(dir, "examples/toy/message.txt")
+	if err := os.WriteFile(msg, []byte("first "+time.Now().String()), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	build := func() *kitResult {
+		res, err := solveKit(ctx, t, kitBuild{file: toyFile, ctxDir: dir})
+		if err != nil {
+			t.Fatalf("build: %v\nlogs:\n%s", err, res.logs)
+		}
+		return res
+	}
+	build()
+	if err := os.WriteFile(msg, []byte("second "+time.Now().String()), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	res := build()
+	var total, made int
+	for _, n := range res.names {
+		if strings.HasPrefix(n, "layer ") {
+			total++
+		}
+	}
+	for _, n := range res.made {
+		if strings.HasPrefix(n, "layer ") {
+			made++
+		}
+	}
+	if made == 0 || made >= total-1 {
+		t.Errorf("one changed derivation redid %d of %d layers: %q", made, total, res.made)
+	}
+	t.Logf("one change: %d of %d layers redone: %q", made, total, res.made)
 }
 
 // Two builds from nothing (no cache, fresh Nix store) give the same image.
