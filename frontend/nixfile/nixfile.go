@@ -12,6 +12,10 @@
 // block ended, a duplicate. The body cannot be checked here (there is no Nix
 // parser in Go); Nix checks it in the builder stage and nixeval maps its
 // errors back to lines of this file.
+//
+// Put "# syntax=…" first: BuildKit's Dockerfile frontend, which hands the
+// file to ours, stops reading directives at the first key it does not know
+// (flake, nixpkgs), so a syntax line after them is never seen.
 package nixfile
 
 import (
