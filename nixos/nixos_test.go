@@ -659,7 +659,10 @@ func TestFlakeOutputs(t *testing.T) {
 		NixosConfigurations []string            `json:"nixosConfigurations"`
 		Packages            map[string][]string `json:"packages"`
 		Checks              map[string][]string `json:"checks"`
-		OverlaySystemd      string              `json:"overlaySystemd"`
+		OverlaySystemd      struct {
+			Version string   `json:"version"`
+			Patches []string `json:"patches"`
+		} `json:"overlaySystemd"`
 	}
 	evalJSON(t, "flake", &f)
 	for _, o := range []string{"nixosModules", "overlays", "nixosConfigurations", "packages", "checks"} {
@@ -683,7 +686,18 @@ func TestFlakeOutputs(t *testing.T) {
 			t.Errorf("checks.%s lacks vm: %v", sys, f.Checks[sys])
 		}
 	}
-	if f.OverlaySystemd != "262.1" {
-		t.Errorf("overlay systemd version = %q", f.OverlaySystemd)
+	// The overlay applies patches/systemd/262/series, in order.
+	series, err := os.ReadFile(filepath.Join(repoRoot(t), "patches", "systemd", "262", "series"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var want []string
+	for _, l := range strings.Split(string(series), "\n") {
+		if l = strings.TrimSpace(l); l != "" && !strings.HasPrefix(l, "#") {
+			want = append(want, l)
+		}
+	}
+	if f.OverlaySystemd.Version != "262.1" || !slices.Equal(f.OverlaySystemd.Patches, want) {
+		t.Errorf("overlay systemd = %+v, want 262.1 with %v", f.OverlaySystemd, want)
 	}
 }

@@ -156,7 +156,14 @@ in
       packages = lib.mapAttrs (_: lib.attrNames) outputs.packages;
       checks = lib.mapAttrs (_: lib.attrNames) outputs.checks;
       # The overlay patches systemd with the real patches/systemd series.
-      overlaySystemd = (outputs.overlays.default { } { systemd = stub.mkSystemd "262.1" [ ]; }).systemd.version;
+      overlaySystemd =
+        let
+          patched = (outputs.overlays.default { } { systemd = stub.mkSystemd "262.1" [ ]; }).systemd;
+        in
+        {
+          inherit (patched) version;
+          patches = map (p: baseNameOf (toString p)) patched.patches;
+        };
     };
 
   # --- errors (each throws when forced)
