@@ -17,6 +17,7 @@ import (
 
 	"github.com/moby/buildkit/client"
 	gwclient "github.com/moby/buildkit/frontend/gateway/client"
+	"github.com/moby/buildkit/frontend/subrequests/lint"
 	"github.com/moby/buildkit/frontend/subrequests/outline"
 	"github.com/moby/buildkit/frontend/subrequests/targets"
 	"github.com/moby/buildkit/solver/errdefs"
@@ -366,6 +367,25 @@ func TestBuildKitOutline(t *testing.T) {
 	}
 	if len(o.Secrets) == 0 || o.Secrets[0].Name != "netrc" {
 		t.Errorf("outline secrets %+v", o.Secrets)
+	}
+}
+
+func TestBuildKitCheck(t *testing.T) {
+	buildkitHost(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	var lr lint.LintResults
+	if _, err := solveKit(ctx, t, kitBuild{
+		file:  toyFile,
+		attrs: map[string]string{"requestid": lint.SubrequestLintDefinition.Name},
+		inspect: func(r *gwclient.Result) error {
+			return json.Unmarshal(r.Metadata["result.json"], &lr)
+		},
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if len(lr.Warnings) != 0 || lr.Error != nil || len(lr.Sources) != 1 || lr.Sources[0].Filename != "image.nix2docker" {
+		t.Errorf("check of a good file: %+v", lr)
 	}
 }
 

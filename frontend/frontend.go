@@ -17,8 +17,10 @@ import (
 	"github.com/moby/buildkit/client/llb"
 	"github.com/moby/buildkit/frontend/dockerui"
 	"github.com/moby/buildkit/frontend/gateway/client"
+	"github.com/moby/buildkit/frontend/subrequests/lint"
 	"github.com/moby/buildkit/frontend/subrequests/outline"
 	"github.com/moby/buildkit/frontend/subrequests/targets"
+	"github.com/moby/buildkit/solver/pb"
 	"github.com/nixos2docker/nixos2docker/frontend/nixfile"
 	"github.com/nixos2docker/nixos2docker/nixeval"
 	"github.com/nixos2docker/nixos2docker/nixeval/imagespec"
@@ -60,6 +62,7 @@ func Build(ctx context.Context, c client.Client) (_ *client.Result, err error) {
 	if res, ok, err := bc.HandleSubrequest(ctx, dockerui.RequestHandler{
 		Outline:     b.outline,
 		ListTargets: b.listTargets,
+		Lint:        b.lint,
 	}); err != nil {
 		return nil, err
 	} else if ok {
@@ -176,11 +179,15 @@ func (b *build) image(ctx context.Context, p ocispecs.Platform) (*dockerui.Build
 	if err != nil {
 		return nil, nil, err
 	}
-	ref, _, err := b.result(ctx, stage, p)
+	ref, r, err := b.result(ctx, stage, p)
 	if err != nil {
 		return nil, nil, err
 	}
-	data, err := ref.ReadFile(ctx, client.ReadRequest{Filename: path.Join(stage.Invocation.OutDir, "spec.json")})
+	specPath := r.Spec
+	if specPath == "" {
+		specPath = path.Join(stage.Invocation.OutDir, "spec.json")
+	}
+	data, err := ref.ReadFile(ctx, client.ReadRequest{Filename: specPath})
 	if err != nil {
 		return nil, nil, fmt.Errorf("read the builder stage's spec.json: %w", err)
 	}
@@ -228,6 +235,19 @@ func (b *build) listTargets(ctx context.Context) (*targets.List, error) {
 		})
 	}
 	return list, nil
+}
+
+// lint answers `--check`: the file parsed (a broken one has already failed
+// with its location); Nix's own checks need the build.
+func (b *build) lint(ctx context.Context) (*lint.LintResults, error) {
+	return &lint.LintResults{
+		Warnings: []lint.Warning{},
+		Sources: []*pb.SourceInfo{{
+			Filename: b.src.Filename,
+			Data:     b.src.Data,
+			Language: b.src.Language,
+		}},
+	}, nil
 }
 
 // outline answers `--call outline`: the build arguments and secrets the
