@@ -6,6 +6,7 @@ import (
 	"os"
 	"regexp"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -55,6 +56,18 @@ type figure struct {
 	image, mode, boot, stop, exit string
 }
 
+// figures collects rows from parallel subtests.
+type figures struct {
+	mu   sync.Mutex
+	rows []figure
+}
+
+func (fs *figures) add(f figure) {
+	fs.mu.Lock()
+	defer fs.mu.Unlock()
+	fs.rows = append(fs.rows, f)
+}
+
 func TestSystemdInDocker(t *testing.T) {
 	stockTar, patchedTar := os.Getenv(envStock), os.Getenv(envPatched)
 	if stockTar == "" || patchedTar == "" {
@@ -101,11 +114,11 @@ func TestSystemdInDocker(t *testing.T) {
 	}
 	t.Logf("patched image %s (import %.1f s, 0 = cached)", patchedImg, took.Seconds())
 
-	var figs []figure
+	var figs figures
 	defer func() {
 		var b strings.Builder
 		fmt.Fprintf(&b, "figures (measured, not asserted):\n%-8s %-26s %-28s %-24s %s\n", "image", "run flags", "boot (docker run → booted)", "stop", "exit")
-		for _, f := range figs {
+		for _, f := range figs.rows {
 			fmt.Fprintf(&b, "%-8s %-26s %-28s %-24s %s\n", f.image, f.mode, f.boot, f.stop, f.exit)
 		}
 		t.Log(b.String())
@@ -114,7 +127,7 @@ func TestSystemdInDocker(t *testing.T) {
 	t.Run("stock", func(t *testing.T) {
 		t.Run("does-not-reach-multi-user", func(t *testing.T) {
 			f := figure{image: "stock", mode: "--tmpfs ×3 only"}
-			defer func() { figs = append(figs, f) }()
+			defer func() { figs.add(f) }()
 			c := run(ctx, t, e, defaultFlags, stockImg)
 			reached, st, err := waitMultiUser(ctx, c, 15*time.Second)
 			if err != nil {
@@ -134,7 +147,7 @@ func TestSystemdInDocker(t *testing.T) {
 		})
 		t.Run("writable-cgroups-boots", func(t *testing.T) {
 			f := figure{image: "stock", mode: "writable cgroups"}
-			defer func() { figs = append(figs, f) }()
+			defer func() { figs.add(f) }()
 			c := run(ctx, t, e, writableCgroupFlags, stockImg)
 			f.boot = "never"
 			f.boot = boot(ctx, t, c)
@@ -220,11 +233,11 @@ func TestSystemdInDocker(t *testing.T) {
 			st, _ := c.State(ctx)
 			f.boot, f.exit = "never", fmt.Sprint(st.ExitCode)
 		}
-		figs = append(figs, f)
+		figs.add(f)
 
 		t.Run("stop-with-sigterm", func(t *testing.T) {
 			f := figure{image: "patched", mode: "--tmpfs ×3 only"}
-			defer func() { figs = append(figs, f) }()
+			defer func() { figs.add(f) }()
 			c := run(ctx, t, e, defaultFlags, patchedImg)
 			f.boot = "never"
 			f.boot = boot(ctx, t, c)
@@ -233,7 +246,7 @@ func TestSystemdInDocker(t *testing.T) {
 		})
 		t.Run("writable-cgroups-own-cgroups", func(t *testing.T) {
 			f := figure{image: "patched", mode: "writable cgroups"}
-			defer func() { figs = append(figs, f) }()
+			defer func() { figs.add(f) }()
 			c := run(ctx, t, e, writableCgroupFlags, patchedImg)
 			f.boot = "never"
 			f.boot = boot(ctx, t, c)
@@ -243,15 +256,31 @@ func TestSystemdInDocker(t *testing.T) {
 		})
 	})
 
-	t.Run("sigterm-ignoring-reference", func(t *testing.T) {
-		// A PID 1 without a SIGTERM handler ignores it: docker stop waits 10 s and kills.
-		f := figure{image: "sleep", mode: "--tmpfs ×3, ignores TERM", boot: "-"}
-		defer func() { figs = append(figs, f) }()
-		c := run(ctx, t, e, defaultFlags, stockImg, "sleep", "infinity")
-		f.stop, f.exit = stopAndWait(ctx, t, c, "SIGTERM", false)
-		if f.exit != "137" {
-			t.Errorf("a SIGTERM-ignoring PID 1 exited %s after docker stop, want 137 (killed)", f.exit)
-		}
+	// References for the stop figures, in parallel (each waits out docker stop's 10 s).
+	t.Run("references", func(t *testing.T) {
+		t.Run("sigterm-ignoring-pid1", func(t *testing.T) {
+			t.Parallel()
+			// A PID 1 without a SIGTERM handler ignores it: docker stop waits 10 s and kills.
+			f := figure{image: "sleep", mode: "--tmpfs ×3, ignores TERM", boot: "-"}
+			defer func() { figs.add(f) }()
+			c := run(ctx, t, e, defaultFlags, stockImg, "sleep", "infinity")
+			f.stop, f.exit = stopAndWait(ctx, t, c, "SIGTERM", false)
+			if f.exit != "137" {
+				t.Errorf("a SIGTERM-ignoring PID 1 exited %s after docker stop, want 137 (killed)", f.exit)
+			}
+		})
+		t.Run("stock-sigterm-writable-cgroups", func(t *testing.T) {
+			t.Parallel()
+			// Stock systemd re-executes itself on SIGTERM instead of shutting down.
+			f := figure{image: "stock", mode: "writable cgroups", boot: "never"}
+			defer func() { figs.add(f) }()
+			c := run(ctx, t, e, writableCgroupFlags, stockImg)
+			f.boot = boot(ctx, t, c)
+			f.stop, f.exit = stopAndWait(ctx, t, c, "SIGTERM", false)
+			if st, err := c.State(ctx); err != nil || st.Running {
+				t.Errorf("stock systemd still running after docker stop (%v)", err)
+			}
+		})
 	})
 
 	t.Run("no-leftovers", func(t *testing.T) {
