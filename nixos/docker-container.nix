@@ -204,10 +204,11 @@ in
 
     # --- cgroups: the cgroup2 file system is read-only; systemd must not try
     # to enable controllers below the root (systemd.resource-control(5)).
+    # cgroup v2 controller names only: systemd >= 258 has no v1 support.
     # A drop-in for the built-in -.slice (overrideStrategy: nixos/lib/systemd-unit-options.nix).
     systemd.slices."-" = {
       overrideStrategy = "asDropin";
-      sliceConfig.DisableControllers = "cpu cpuacct cpuset io blkio memory devices pids";
+      sliceConfig.DisableControllers = "cpu cpuset io memory pids";
     };
 
     # --- logging: everything to the container's stdout/stderr (`docker logs`).
