@@ -358,3 +358,34 @@ func hostSystem(t *testing.T) string {
 	}
 	return strings.Trim(strings.TrimSpace(string(out)), `"`)
 }
+
+// --call targets: the names of a flake's nixosConfigurations.
+func TestRealNixTargets(t *testing.T) {
+	if os.Getenv("NIXEVAL_TEST_ROOTFS") == "" {
+		needNix(t, "nix", "nix-instantiate")
+	}
+	s := newStage(t)
+	copyFile(t, "testdata/flake/flake.nix", filepath.Join(s.layout.ContextDir, "flake.nix"))
+	inv, err := s.layout.Targets(Plan{Flake: ".#ignored", Body: "{ }", System: hostSystem(t)}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := inv.Files["body.nix"]; ok {
+		t.Error("listing targets writes no body")
+	}
+	data, stderr, err := s.run(t, inv)
+	if err != nil {
+		t.Fatalf("run.sh targets: %v\n%s", err, stderr)
+	}
+	res, err := ReadResult(data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Status != StatusOK || strings.Join(res.Targets, ",") != "arm,here,x86" {
+		t.Errorf("result %+v\n%s", res, stderr)
+	}
+	var listed []string
+	if tj, err := os.ReadFile(filepath.Join(s.layout.OutDir, "targets.json")); err != nil || json.Unmarshal(tj, &listed) != nil || strings.Join(listed, ",") != "arm,here,x86" {
+		t.Errorf("targets.json: %v %q", err, listed)
+	}
+}
