@@ -22,7 +22,6 @@ let
   cfg = config.virtualisation.dockerImage;
   mkDockerOverride = lib.mkOverride 10;
 
-  specLib = import ./lib/image-spec-lib.nix;
   systemdPatches = import ./lib/systemd-patches.nix {
     inherit lib;
     patchesDir = cfg.systemdPatchesDir;
