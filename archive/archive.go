@@ -32,9 +32,11 @@ import (
 	"os"
 	"path"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	dockerspec "github.com/moby/docker-image-spec/specs-go/v1"
@@ -43,6 +45,7 @@ import (
 	digest "github.com/opencontainers/go-digest"
 	specs "github.com/opencontainers/image-spec/specs-go"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+	"golang.org/x/sync/errgroup"
 )
 
 // NixTime is the mtime Nix gives every file in the store.
@@ -56,7 +59,9 @@ type Options struct {
 	// Created is the image's creation time and the mtime of everything
 	// outside the store (SOURCE_DATE_EPOCH); default NixTime.
 	Created time.Time
-	// Progress, if set, is told about each layer as it is hashed and written.
+	// Progress, if set, is told about each layer as it is hashed (layers
+	// are hashed in parallel, so not in order) and written. It is never
+	// called concurrently.
 	Progress func(Event)
 }
 
@@ -127,14 +132,26 @@ func Write(ctx context.Context, w io.Writer, s *imagespec.Spec, opts Options) er
 	}
 	all = append(all, &layer{skeleton: skel.Bytes(), desc: "root skeleton", size: int64(skel.Len())})
 
-	// First pass: digests and sizes.
+	// First pass: digests and sizes, a layer per core (hashing is CPU-bound
+	// once the store is in the page cache).
+	var mu sync.Mutex
+	eg, ectx := errgroup.WithContext(ctx)
+	eg.SetLimit(runtime.GOMAXPROCS(0))
 	for i, l := range all {
-		report(opts, "hash", i, len(all), l)
-		dw := &digestWriter{h: sha256.New()}
-		if err := l.write(ctx, dw, opts.StoreDir); err != nil {
-			return err
-		}
-		l.blob = ocispec.Descriptor{MediaType: ocispec.MediaTypeImageLayer, Digest: dw.digest(), Size: dw.n}
+		eg.Go(func() error {
+			mu.Lock()
+			report(opts, "hash", i, len(all), l)
+			mu.Unlock()
+			dw := &digestWriter{h: sha256.New()}
+			if err := l.write(ectx, dw, opts.StoreDir); err != nil {
+				return err
+			}
+			l.blob = ocispec.Descriptor{MediaType: ocispec.MediaTypeImageLayer, Digest: dw.digest(), Size: dw.n}
+			return nil
+		})
+	}
+	if err := eg.Wait(); err != nil {
+		return err
 	}
 
 	config, err := imageConfig(s, platform, all, opts.Created)
