@@ -175,6 +175,14 @@ engine_up() {
     engine_down || true
     return 1
   fi
+  # down removes every container; any here outlived an engine that died without a down.
+  local ids
+  ids=$(ENGINE_DOCKER_TIMEOUT=10 engine_docker ps -aq 2>/dev/null || true)
+  if [[ -n "$ids" ]]; then
+    engine_log "removing containers left by an earlier engine: $(echo "$ids" | tr '\n' ' ')"
+    # shellcheck disable=SC2086
+    ENGINE_DOCKER_TIMEOUT=60 engine_docker rm -f $ids >/dev/null 2>&1 || engine_log "docker rm failed"
+  fi
   engine_log "up in $((SECONDS - t0)) s (dockerd pid $pid)"
   echo "DOCKER_HOST=unix://$ENGINE_SOCK"
 }
