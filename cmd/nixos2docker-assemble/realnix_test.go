@@ -1,0 +1,244 @@
+package main
+
+import (
+	"archive/tar"
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/json"
+	"io"
+	"io/fs"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/nixos2docker/nixos2docker/nixeval/imagespec"
+)
+
+// The Nix-native face end to end: the toy example's image spec, built by the
+// real nixos/lib/image-spec.nix with Debian's Nix, assembled from the real
+// /nix/store. Skipped without nix, git and busybox-static (failing in CI).
+func TestAssembleToyFromRealStore(t *testing.T) {
+	nix, git := need(t, "nix"), need(t, "git")
+	if _, err := os.Stat("/bin/busybox"); err != nil {
+		skipOrFail(t, "/bin/busybox missing (apt-get install busybox-static): %v", err)
+	}
+	tree := t.TempDir()
+	copyDirs(t, "../..", tree, "nixos", "examples/toy")
+	for _, args := range [][]string{{"init", "-q"}, {"add", "-A"}} {
+		if out, err := command(tree, git, args...); err != nil {
+			t.Fatalf("git %v: %v\n%s", args, err, out)
+		}
+	}
+	ref := "git+file://" + tree + "?dir=examples/toy#nixosConfigurations.toy.config.system.build.dockerImageSpec"
+	out, err := command(tree, nix, "build", "--no-link", "--json", ref)
+	if err != nil {
+		t.Fatalf("nix build %s: %v\n%s", ref, err, out)
+	}
+	var built []struct {
+		Outputs map[string]string `json:"outputs"`
+	}
+	if err := json.Unmarshal([]byte(out), &built); err != nil || len(built) != 1 {
+		t.Fatalf("nix build --json: %v\n%s", err, out)
+	}
+	specPath := built[0].Outputs["out"]
+	data, err := os.ReadFile(specPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	spec, err := imagespec.Parse(data)
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	image := filepath.Join(t.TempDir(), "toy.tar")
+	if code, stderr := runCmd(t, "--spec", specPath, "--out", image); code != 0 {
+		t.Fatalf("exit %d: %s", code, stderr)
+	}
+	archive, err := os.ReadFile(image)
+	if err != nil {
+		t.Fatal(err)
+	}
+	again := filepath.Join(t.TempDir(), "toy.tar")
+	if code, stderr := runCmd(t, "--spec", specPath, "--out", again, "--quiet"); code != 0 {
+		t.Fatalf("exit %d: %s", code, stderr)
+	}
+	if b, _ := os.ReadFile(again); !bytes.Equal(b, archive) {
+		t.Error("two runs over the same store give other bytes")
+	}
+
+	outer := readTar(t, archive)
+	var dm []struct{ Layers []string }
+	if err := json.Unmarshal(outer["manifest.json"].data, &dm); err != nil || len(dm) != 1 {
+		t.Fatalf("manifest.json: %v", err)
+	}
+	layerOf := map[string]int{} // store path → layer
+	entries := map[string]tarEntry{}
+	for i, l := range dm[0].Layers {
+		for name, e := range readTar(t, outer[l].data) {
+			entries[name] = e
+			parts := strings.SplitN(name, "/", 4)
+			if len(parts) >= 3 && parts[0] == "nix" && parts[1] == "store" && parts[2] != "" {
+				layerOf["/nix/store/"+parts[2]] = i
+			}
+		}
+	}
+	if len(dm[0].Layers) > spec.MaxLayers {
+		t.Errorf("%d layers, maxLayers %d", len(dm[0].Layers), spec.MaxLayers)
+	}
+	for _, p := range spec.Closure {
+		if _, ok := layerOf[p.Path]; !ok {
+			t.Errorf("%s is in no layer", p.Path)
+		}
+	}
+	// The toplevel is in the topmost store layer, the 64 MiB blob has a
+	// layer to itself.
+	if got := layerOf[spec.Toplevel]; got != len(dm[0].Layers)-2 {
+		t.Errorf("toplevel in layer %d of %d", got, len(dm[0].Layers))
+	}
+	for p, l := range layerOf {
+		if strings.HasSuffix(p, "-toy-blob") {
+			for q, m := range layerOf {
+				if m == l && q != p {
+					t.Errorf("toy-blob shares layer %d with %s", l, q)
+				}
+			}
+		}
+	}
+	// Every file as the store has it: content, mode, symlink target.
+	checked := 0
+	for _, p := range spec.Closure {
+		err := filepath.WalkDir(p.Path, func(path string, d fs.DirEntry, err error) error {
+			if err != nil {
+				return err
+			}
+			name := strings.TrimPrefix(path, "/")
+			fi, err := os.Lstat(path)
+			if err != nil {
+				return err
+			}
+			if d.IsDir() {
+				name += "/"
+			}
+			e, ok := entries[name]
+			if !ok {
+				t.Errorf("%s is not in the image", path)
+				return nil
+			}
+			checked++
+			if e.hdr.Mode != int64(fi.Mode().Perm()) && fi.Mode()&fs.ModeSymlink == 0 {
+				t.Errorf("%s: mode %o in the image, %o in the store", path, e.hdr.Mode, fi.Mode().Perm())
+			}
+			switch {
+			case fi.Mode()&fs.ModeSymlink != 0:
+				target, _ := os.Readlink(path)
+				if e.hdr.Linkname != target {
+					t.Errorf("%s: link %q, store %q", path, e.hdr.Linkname, target)
+				}
+			case fi.Mode().IsRegular():
+				want, err := os.ReadFile(path)
+				if err != nil {
+					return err
+				}
+				if sha256.Sum256(want) != sha256.Sum256(e.data) {
+					t.Errorf("%s: content differs", path)
+				}
+			}
+			return nil
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	t.Logf("%d closure paths in %d layers; %d store entries checked against the store", len(spec.Closure), len(dm[0].Layers), checked)
+	if checked < len(spec.Closure) {
+		t.Errorf("checked only %d entries", checked)
+	}
+}
+
+type tarEntry struct {
+	hdr  *tar.Header
+	data []byte
+}
+
+func readTar(t *testing.T, data []byte) map[string]tarEntry {
+	t.Helper()
+	out := map[string]tarEntry{}
+	tr := tar.NewReader(bytes.NewReader(data))
+	for {
+		h, err := tr.Next()
+		if err == io.EOF {
+			return out
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, err := io.ReadAll(tr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		out[h.Name] = tarEntry{h, b}
+	}
+}
+
+func need(t *testing.T, tool string) string {
+	t.Helper()
+	p, err := exec.LookPath(tool)
+	if err != nil {
+		skipOrFail(t, "%s not found on PATH: %v", tool, err)
+	}
+	return p
+}
+
+func skipOrFail(t *testing.T, format string, args ...any) {
+	t.Helper()
+	if os.Getenv("CI") != "" {
+		t.Fatalf(format, args...)
+	}
+	t.Skipf(format, args...)
+}
+
+// command runs a tool with Debian's Nix configured to work offline as root.
+func command(dir, name string, args ...string) (string, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, name, args...)
+	cmd.Dir = dir
+	cmd.Env = append(os.Environ(), "NIX_CONFIG=build-users-group =\nsubstituters =\nexperimental-features = nix-command flakes\nsandbox = false")
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	if err := cmd.Run(); err != nil {
+		return stdout.String() + stderr.String(), err
+	}
+	return stdout.String(), nil
+}
+
+// copyDirs copies the trees rels from root into dst.
+func copyDirs(t *testing.T, root, dst string, rels ...string) {
+	t.Helper()
+	for _, rel := range rels {
+		err := filepath.WalkDir(filepath.Join(root, rel), func(p string, d fs.DirEntry, err error) error {
+			if err != nil {
+				return err
+			}
+			r, err := filepath.Rel(root, p)
+			if err != nil {
+				return err
+			}
+			if d.IsDir() {
+				return os.MkdirAll(filepath.Join(dst, r), 0o755)
+			}
+			data, err := os.ReadFile(p)
+			if err != nil {
+				return err
+			}
+			return os.WriteFile(filepath.Join(dst, r), data, 0o644)
+		})
+		if err != nil {
+			t.Fatalf("copying %s: %v", rel, err)
+		}
+	}
+}
