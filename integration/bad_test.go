@@ -43,7 +43,7 @@ func TestBadInputs(t *testing.T) {
 	}, {
 		name:  "missing builder image",
 		file:  e.toyFile(),
-		attrs: toyAttrs(map[string]string{"build-arg:BUILDER_IMAGE": e.Registry + "/nixos2docker/no-such-builder:missing"}),
+		attrs: toyAttrs(map[string]string{"build-arg:" + argBuilder: e.Registry + "/nixos2docker/no-such-builder:missing"}),
 		want: []*regexp.Regexp{
 			regexp.MustCompile(`no-such-builder`),
 			regexp.MustCompile(`(?i)not found|failed to resolve`),

@@ -63,10 +63,32 @@ func (e *testEnv) syntaxFile(rest string) string {
 	return "# syntax=" + e.FrontendImage + "\n" + rest
 }
 
-// frontendAttrs are the attributes every build of ours passes: which builder image to use.
+// Build arguments of the frontend, spelled as users spell them (frontend/options.go).
+const (
+	argBuilder      = "NIXOS2DOCKER_BUILDER"
+	argSubstituters = "NIXOS2DOCKER_SUBSTITUTERS"
+)
+
+// buildArgs are the build arguments every build here passes: the builder image made by the
+// harness (the default one is on Docker Hub) and no binary caches (there is no network to one).
+func (e *testEnv) buildArgs() map[string]string {
+	return map[string]string{argBuilder: e.BuilderImage, argSubstituters: "false"}
+}
+
+// buildArgFlags returns buildArgs as repeated CLI flags: flag K=V.
+func (e *testEnv) buildArgFlags(flag string) []string {
+	var out []string
+	for _, k := range sortedKeys(e.buildArgs()) {
+		out = append(out, flag, k+"="+e.buildArgs()[k])
+	}
+	return out
+}
+
+// frontendAttrs are the frontend attributes of a build: buildArgs plus extra.
 func (e *testEnv) frontendAttrs(extra map[string]string) map[string]string {
-	attrs := map[string]string{
-		"build-arg:BUILDER_IMAGE": e.BuilderImage,
+	attrs := map[string]string{}
+	for k, v := range e.buildArgs() {
+		attrs["build-arg:"+k] = v
 	}
 	for k, v := range extra {
 		attrs[k] = v

@@ -54,10 +54,10 @@ func TestToyRunsInDocker(t *testing.T) {
 	if err := os.WriteFile(file, []byte(e.toyFile()), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	res, err := run(ctx, []string{"DOCKER_HOST=" + eng.Host}, "docker", "buildx", "build",
-		"--builder", e.BuildxBuilder, "--progress=plain", "--provenance=false",
-		"-f", file, "--target", toyTarget, "--build-arg", "BUILDER_IMAGE="+e.BuilderImage,
-		"--output", "type=docker,name="+tag, dir)
+	args := append([]string{"buildx", "build", "--builder", e.BuildxBuilder,
+		"--progress=plain", "--provenance=false", "-f", file, "--target", toyTarget},
+		e.buildArgFlags("--build-arg")...)
+	res, err := run(ctx, []string{"DOCKER_HOST=" + eng.Host}, "docker", append(args, "--output", "type=docker,name="+tag, dir)...)
 	if err != nil {
 		t.Fatalf("docker buildx build --output type=docker into the engine: %v", err)
 	}

@@ -29,11 +29,17 @@ func TestToyBuildctl(t *testing.T) {
 		t.Fatal(err)
 	}
 	dest := filepath.Join(tmp, "toy.oci.tar")
-	res, err := e.buildctl(ctx, "build", "--progress=plain",
+	args := []string{"build", "--progress=plain",
 		"--frontend", "dockerfile.v0",
-		"--local", "context="+dir, "--local", "dockerfile="+tmp,
-		"--opt", "target="+toyTarget, "--opt", "build-arg:BUILDER_IMAGE="+e.BuilderImage,
-		"--output", "type=oci,dest="+dest)
+		"--local", "context=" + dir, "--local", "dockerfile=" + tmp,
+		"--opt", "target=" + toyTarget}
+	for _, kv := range e.buildArgFlags("--opt") {
+		if kv != "--opt" {
+			kv = "build-arg:" + kv
+		}
+		args = append(args, kv)
+	}
+	res, err := e.buildctl(ctx, append(args, "--output", "type=oci,dest="+dest)...)
 	if err != nil {
 		t.Fatalf("buildctl build of the toy: %v", err)
 	}
@@ -63,10 +69,10 @@ func TestToyBuildx(t *testing.T) {
 		t.Fatal(err)
 	}
 	dest := filepath.Join(tmp, "toy.oci.tar")
-	res, err := run(ctx, nil, "docker", "buildx", "build", "--builder", e.BuildxBuilder,
-		"--progress=plain", "--provenance=false",
-		"-f", file, "--target", toyTarget, "--build-arg", "BUILDER_IMAGE="+e.BuilderImage,
-		"--output", "type=oci,dest="+dest, dir)
+	args := append([]string{"buildx", "build", "--builder", e.BuildxBuilder,
+		"--progress=plain", "--provenance=false", "-f", file, "--target", toyTarget},
+		e.buildArgFlags("--build-arg")...)
+	res, err := run(ctx, nil, "docker", append(args, "--output", "type=oci,dest="+dest, dir)...)
 	if err != nil {
 		t.Fatalf("docker buildx build of the toy: %v", err)
 	}
