@@ -117,9 +117,9 @@ func TestSystemdInDocker(t *testing.T) {
 	var figs figures
 	defer func() {
 		var b strings.Builder
-		fmt.Fprintf(&b, "figures (measured, not asserted):\n%-8s %-26s %-28s %-24s %s\n", "image", "run flags", "boot (docker run → booted)", "stop", "exit")
+		fmt.Fprintf(&b, "figures (measured, not asserted):\n%-8s %-26s %-40s %-24s %s\n", "image", "run flags", "boot (docker run → booted)", "stop", "exit")
 		for _, f := range figs.rows {
-			fmt.Fprintf(&b, "%-8s %-26s %-28s %-24s %s\n", f.image, f.mode, f.boot, f.stop, f.exit)
+			fmt.Fprintf(&b, "%-8s %-26s %-40s %-24s %s\n", f.image, f.mode, f.boot, f.stop, f.exit)
 		}
 		t.Log(b.String())
 	}()
@@ -345,10 +345,11 @@ func boot(ctx context.Context, t *testing.T, c *harness.Container) string {
 		}
 		t.Fatalf("container exited with %d, %s after start, before reaching multi-user.target", st.ExitCode, secs(st.FinishedAt.Sub(st.StartedAt)))
 	}
+	// Also from the container's start, which leaves out docker run's own work.
 	if l, ok := c.FirstLine(bootDoneRe); ok {
-		return secs(l.At.Sub(c.Started)) + " (log line)"
+		return fmt.Sprintf("%s (log; %s from start)", secs(l.At.Sub(c.Started)), secs(l.At.Sub(st.StartedAt)))
 	}
-	return "≤ " + secs(at.Sub(c.Started)) + " (systemctl)"
+	return fmt.Sprintf("≤ %s (systemctl; ≤ %s)", secs(at.Sub(c.Started)), secs(at.Sub(st.StartedAt)))
 }
 
 func systemState(ctx context.Context, c *harness.Container) string {
@@ -471,7 +472,20 @@ func assertUnitsStopped(ctx context.Context, t *testing.T, c *harness.Container)
 			t.Errorf("docker logs shows no clean stop of %s (want %s)", u, re)
 		}
 	}
+	// A unit that fails to stop must be explained. Mount units are: the runtime's mounts
+	// (/etc/hostname, /etc/hosts, /etc/resolv.conf, the --tmpfs ones) cannot be unmounted without
+	// CAP_SYS_ADMIN, and the runtime removes them with the container anyway.
+	for _, m := range shutdownFailureRe.FindAllStringSubmatch(logs, -1) {
+		if strings.HasSuffix(m[1], ".mount") {
+			t.Logf("shutdown: %s failed to unmount (expected: no CAP_SYS_ADMIN; the runtime's mount)", m[1])
+			continue
+		}
+		t.Errorf("shutdown: %s failed to stop: %s", m[1], m[0])
+	}
 }
+
+// shutdownFailureRe matches systemd's status line for a unit that failed to stop.
+var shutdownFailureRe = regexp.MustCompile(`(?m)Failed (?:unmounting|stopping|to stop) (\S+)`)
 
 // waitLog waits until the followed output matches re, or timeout, and returns the whole log.
 func waitLog(ctx context.Context, c *harness.Container, re *regexp.Regexp, timeout time.Duration) string {
