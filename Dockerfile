@@ -15,5 +15,10 @@ RUN --mount=type=cache,id=nixos2docker-gomod,target=/root/go/pkg/mod \
     go build -ldflags "-s -w" -o /out/nixos2docker-frontend ./frontend/cmd/nixos2docker-frontend
 
 FROM scratch
+# What BuildKit checks before it runs the frontend: it answers subrequests
+# (--call targets, --call outline, --check) and takes its context and file as
+# frontend inputs; it needs no network of its own.
+LABEL moby.buildkit.frontend.caps="moby.buildkit.frontend.inputs,moby.buildkit.frontend.subrequests" \
+      moby.buildkit.frontend.network.none="true"
 COPY --from=build /out/nixos2docker-frontend /bin/nixos2docker-frontend
 ENTRYPOINT ["/bin/nixos2docker-frontend"]

@@ -12,6 +12,7 @@ import (
 	"errors"
 	"fmt"
 	"path"
+	"strings"
 
 	"github.com/containerd/platforms"
 	"github.com/moby/buildkit/client/llb"
@@ -226,12 +227,13 @@ func (b *build) listTargets(ctx context.Context) (*targets.List, error) {
 	if err != nil {
 		return nil, err
 	}
+	flake, _, _ := strings.Cut(stage.Plan.Flake, "#")
 	list := &targets.List{Sources: [][]byte{b.src.Data}}
 	for i, name := range r.Targets {
 		list.Targets = append(list.Targets, targets.Target{
 			Name:        name,
 			Default:     len(r.Targets) == 1 && i == 0,
-			Description: "nixosConfigurations." + name + " of " + stage.Plan.Flake,
+			Description: "nixosConfigurations." + name + " of " + flake,
 		})
 	}
 	return list, nil
