@@ -3,13 +3,12 @@ package frontend
 import (
 	"fmt"
 	"io/fs"
-
-	nixos2docker "github.com/nixos2docker/nixos2docker"
 	"strings"
 	"time"
 
 	"github.com/moby/buildkit/client/llb"
 	"github.com/moby/buildkit/solver/pb"
+	nixos2docker "github.com/nixos2docker/nixos2docker"
 	"github.com/nixos2docker/nixos2docker/frontend/nixfile"
 	"github.com/nixos2docker/nixos2docker/layers"
 	nixllb "github.com/nixos2docker/nixos2docker/llb"
@@ -187,6 +186,9 @@ func (s *Stage) Image(spec *imagespec.Spec, o ImageOptions) (*nixllb.Image, erro
 
 // NewImage lays out a spec's closure from a builder stage's output.
 func NewImage(store llb.State, outDir string, spec *imagespec.Spec, o ImageOptions) (*nixllb.Image, error) {
+	if err := spec.Validate(); err != nil {
+		return nil, err
+	}
 	// The skeleton takes one layer of maxLayers.
 	ls, err := layers.Assign(layers.FromSpec(spec), layers.Options{MaxLayers: spec.MaxLayers - 1, Toplevel: spec.Toplevel})
 	if err != nil {
