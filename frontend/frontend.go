@@ -5,6 +5,18 @@
 //
 // Build is the gateway entry point; the pieces it is made of (ParseFile,
 // NewStage, NewImage) are also what the daemon-free `llb` debug command uses.
+//
+// What a build reads:
+//   - build arguments NIXOS_FLAKE, NIXPKGS (override the file's directives),
+//     NIXOS2DOCKER_BUILDER (the image that runs Nix; default DefaultBuilder),
+//     NIX_CONFIG, NIXOS2DOCKER_SUBSTITUTERS (default true; false runs Nix
+//     with no network unless the flake itself is remote), SOURCE_DATE_EPOCH;
+//   - --target (nixosConfigurations.<name>), --platform (linux/amd64,
+//     linux/arm64; several at once), --label, --no-cache, --add-host;
+//   - optional secrets netrc, nixconf, github_token (see nixeval.Secrets),
+//     mounted into the Nix step only;
+//   - subrequests --call targets, --call outline, --check;
+//   - --sbom: an SPDX document of the closure, attached like a scanner's.
 package frontend
 
 import (
