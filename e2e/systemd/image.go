@@ -73,6 +73,20 @@ WantedBy=multi-user.target
 `,
 }
 
+// managerDropIn is the system manager configuration of the images nixos2docker makes
+// (nixos/docker-container.nix, systemd.settings.Manager), so the test boots what users boot:
+// PID 1 logs to the console and units write to it, which patches/systemd/262 (0003) maps to
+// the container's stdout/stderr when there is no /dev/console.
+const (
+	managerDropInPath = "etc/systemd/system.conf.d/50-nixos2docker.conf"
+	managerDropIn     = `[Manager]
+LogTarget=console
+ShowStatus=yes
+DefaultStandardOutput=tty
+DefaultStandardError=inherit
+`
+)
+
 // imageKey identifies an image made from tarPath with the current test units, so an unchanged
 // root filesystem is not imported again on the next run (the engine keeps its images).
 func imageKey(tarPath string) (string, error) {
@@ -90,6 +104,7 @@ func imageKey(tarPath string) (string, error) {
 	for _, n := range names {
 		fmt.Fprintf(h, "%s\n%s\n", n, testUnits[n])
 	}
+	fmt.Fprintf(h, "%s\n%s\n", managerDropInPath, managerDropIn)
 	return hex.EncodeToString(h.Sum(nil))[:16], nil
 }
 
@@ -126,8 +141,8 @@ func buildImage(ctx context.Context, e *harness.Engine, tarPath, name string) (r
 	return ref, took, nil
 }
 
-// writeImageTar writes the root filesystem tar with the test units appended, leaving out the
-// rootfs's own entries at those paths.
+// writeImageTar writes the root filesystem tar with the test units and the manager drop-in
+// appended, leaving out the rootfs's own entries at those paths.
 func writeImageTar(w io.Writer, tarPath string) error {
 	f, err := os.Open(tarPath)
 	if err != nil {
@@ -141,6 +156,7 @@ func writeImageTar(w io.Writer, tarPath string) error {
 		ours[path.Join(sysdir, n)] = true
 		ours[path.Join(wants, n)] = true
 	}
+	ours[managerDropInPath] = true
 	tr := tar.NewReader(f)
 	tw := tar.NewWriter(w)
 	seen := map[string]bool{}
@@ -165,7 +181,7 @@ func writeImageTar(w io.Writer, tarPath string) error {
 		}
 	}
 	mtime := time.Unix(0, 0)
-	for _, d := range []string{"etc", "etc/systemd", sysdir, wants} {
+	for _, d := range []string{"etc", "etc/systemd", sysdir, wants, path.Dir(managerDropInPath)} {
 		if !seen[d] {
 			if err := tw.WriteHeader(&tar.Header{Typeflag: tar.TypeDir, Name: "./" + d + "/", Mode: 0o755, ModTime: mtime}); err != nil {
 				return fmt.Errorf("writing image tar: %w", err)
@@ -188,6 +204,12 @@ func writeImageTar(w io.Writer, tarPath string) error {
 		if err := tw.WriteHeader(&tar.Header{Typeflag: tar.TypeSymlink, Name: "./" + path.Join(wants, n), Linkname: "/" + path.Join(sysdir, n), ModTime: mtime}); err != nil {
 			return fmt.Errorf("writing image tar: %w", err)
 		}
+	}
+	if err := tw.WriteHeader(&tar.Header{Typeflag: tar.TypeReg, Name: "./" + managerDropInPath, Mode: 0o644, Size: int64(len(managerDropIn)), ModTime: mtime}); err != nil {
+		return fmt.Errorf("writing image tar: %w", err)
+	}
+	if _, err := io.WriteString(tw, managerDropIn); err != nil {
+		return fmt.Errorf("writing image tar: %w", err)
 	}
 	if err := tw.Close(); err != nil {
 		return fmt.Errorf("writing image tar: %w", err)

@@ -63,6 +63,9 @@ func TestWriteImageTar(t *testing.T) {
 	if files["./etc/os-release"] != "ID=debian\n" {
 		t.Errorf("rootfs file lost: %q", files["./etc/os-release"])
 	}
+	if files["./"+managerDropInPath] != managerDropIn {
+		t.Errorf("manager drop-in missing: %q", files["./"+managerDropInPath])
+	}
 	for name, body := range testUnits {
 		p := "./etc/systemd/system/" + name
 		if files[p] != body || count[p] != 1 {

@@ -151,7 +151,10 @@ func TestSystemdInDocker(t *testing.T) {
 			c := run(ctx, t, e, writableCgroupFlags, stockImg)
 			f.boot = "never"
 			f.boot = boot(ctx, t, c)
-			assertOwnCgroup(ctx, t, c)
+			// Not the test units: with the image's DefaultStandardOutput=tty and no
+			// /dev/console stock systemd cannot start them (209/STDOUT; patch 0003).
+			assertInitScope(ctx, t, c)
+			t.Logf("%s under stock systemd: %s", helloUnit, unitState(ctx, c, helloUnit))
 			f.stop, f.exit = stopAndWait(ctx, t, c, "", true)
 		})
 	})
@@ -251,6 +254,7 @@ func TestSystemdInDocker(t *testing.T) {
 			f.boot = "never"
 			f.boot = boot(ctx, t, c)
 			assertRunning(ctx, t, c)
+			assertInitScope(ctx, t, c)
 			assertOwnCgroup(ctx, t, c)
 			f.stop, f.exit = stopAndWait(ctx, t, c, "", true)
 		})
@@ -425,6 +429,19 @@ func unifiedLine(s string) string {
 		}
 	}
 	return strings.TrimSpace(s)
+}
+
+// assertInitScope checks that with writable cgroups PID 1 moved itself into init.scope, as
+// systemd does wherever it can write its cgroup.
+func assertInitScope(ctx context.Context, t *testing.T, c *harness.Container) {
+	t.Helper()
+	out, err := c.Exec(ctx, "cat", "/proc/1/cgroup")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if l := unifiedLine(out); !strings.HasSuffix(l, "/init.scope") {
+		t.Errorf("with writable cgroups PID 1 should be in init.scope: %q", l)
+	}
 }
 
 // assertOwnCgroup checks that with writable cgroups a unit gets its own cgroup.
