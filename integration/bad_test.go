@@ -16,6 +16,22 @@ import (
 func TestBadInputs(t *testing.T) {
 	e := requireEnv(t)
 	dir := e.toyContext(t)
+	// A stand-in for nixpkgs whose nixosSystem imports the modules, so Nix parses the body, and
+	// then stops: no NixOS is needed to see a syntax error in the user's file.
+	fake := filepath.Join(dir, "fakenixpkgs", "flake.nix")
+	if err := os.MkdirAll(filepath.Dir(fake), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(fake, []byte(`{
+  outputs = { self }: {
+    lib.nixosSystem = { modules, ... }:
+      builtins.deepSeq (map (m: if builtins.isPath m then import m else m) modules)
+        (throw "fake nixpkgs: no NixOS here");
+  };
+}
+`), 0o644); err != nil {
+		t.Fatal(err)
+	}
 	cases := []struct {
 		name  string
 		file  string
@@ -33,9 +49,8 @@ func TestBadInputs(t *testing.T) {
 		},
 	}, {
 		name: "nix error in the body",
-		// The toy flake plus a body; line 5 of the file is the broken one.
-		file:  e.syntaxFile("# flake=.?dir=" + toyFlakeDir + "\n{ ... }: {\n  networking.hostName = \"bad\";\n  broken = ;\n}\n"),
-		attrs: toyAttrs(nil),
+		// The body is the whole configuration, on the stand-in nixpkgs; line 5 is broken.
+		file: e.syntaxFile("# nixpkgs=./fakenixpkgs\n{ ... }: {\n  networking.hostName = \"bad\";\n  broken = ;\n}\n"),
 		want: []*regexp.Regexp{
 			regexp.MustCompile(`(?i)syntax error|unexpected`),
 			regexp.MustCompile(`(?i)(line 5\b|:5(:\d+)?\b)`),
