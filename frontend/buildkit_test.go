@@ -20,6 +20,7 @@ import (
 	"github.com/moby/buildkit/frontend/subrequests/lint"
 	"github.com/moby/buildkit/frontend/subrequests/outline"
 	"github.com/moby/buildkit/frontend/subrequests/targets"
+	"github.com/moby/buildkit/session/secrets/secretsprovider"
 	"github.com/moby/buildkit/solver/errdefs"
 	dockerspec "github.com/moby/docker-image-spec/specs-go/v1"
 	ocispecs "github.com/opencontainers/image-spec/specs-go/v1"
@@ -52,6 +53,8 @@ type kitBuild struct {
 	// ctxDir is the build context; default: the repository's examples/toy
 	// and nixos.
 	ctxDir string
+	// secrets are BuildKit secrets the client offers, by id.
+	secrets map[string][]byte
 	// inspect, when set, sees the frontend's result inside the build.
 	inspect func(*gwclient.Result) error
 }
@@ -108,6 +111,9 @@ func solveKit(ctx context.Context, t *testing.T, b kitBuild) (*kitResult, error)
 	opt := client.SolveOpt{
 		FrontendAttrs: attrs,
 		LocalMounts:   map[string]fsutil.FS{"context": ctxFS, "dockerfile": dfFS},
+	}
+	if b.secrets != nil {
+		opt.Session = append(opt.Session, secretsprovider.FromMap(b.secrets))
 	}
 	if b.ociDest != "" {
 		opt.Exports = []client.ExportEntry{{Type: client.ExporterOCI, Output: func(map[string]string) (io.WriteCloser, error) {
@@ -242,22 +248,55 @@ func TestBuildKitToy(t *testing.T) {
 	}
 }
 
-// A change to one derivation's input redoes only the layers holding what
-// changed; the rest come from BuildKit's cache.
-func TestBuildKitOneChange(t *testing.T) {
-	buildkitHost(t)
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
-	defer cancel()
+// pruned says whether BuildKit's cache was emptied under a build (other
+// tests on a shared buildkitd prune it for cold builds): the toy's bottom
+// layer (its 64 MiB blob) never changes, so it is redone only then.
+func pruned(res *kitResult) bool {
+	for _, n := range res.made {
+		if strings.HasPrefix(n, "layer 1/") {
+			return true
+		}
+	}
+	return false
+}
+
+// twice runs first, then second, again while a prune got in between.
+func twice(t *testing.T, first, second func() *kitResult) *kitResult {
+	t.Helper()
+	for attempt := 1; ; attempt++ {
+		first()
+		res := second()
+		if !pruned(res) {
+			return res
+		}
+		if attempt == 3 {
+			t.Fatalf("the unchanged bottom layer was redone in 3 attempts: the cache was pruned each time, or layers are not reused (made: %q)", res.made)
+		}
+		t.Logf("the cache was pruned between the two builds; again (attempt %d)", attempt+1)
+	}
+}
+
+// toyContext copies the toy's context, so that others editing the tree do
+// not change it between two builds of a test.
+func toyContext(t *testing.T) string {
+	t.Helper()
 	dir := t.TempDir()
 	for _, sub := range []string{"examples/toy", "nixos"} {
 		if err := os.CopyFS(filepath.Join(dir, sub), os.DirFS(filepath.Join("..", sub))); err != nil {
 			t.Fatal(err)
 		}
 	}
+	return dir
+}
+
+// A change to one derivation's input redoes only the layers holding what
+// changed; the rest come from BuildKit's cache.
+func TestBuildKitOneChange(t *testing.T) {
+	buildkitHost(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	dir := toyContext(t)
 	msg := filepath.Join(dir, "examples/toy/message.txt")
-	if err := os.WriteFile(msg, []byte("first "+time.Now().String()), 0o644); err != nil {
-		t.Fatal(err)
-	}
 	build := func() *kitResult {
 		res, err := solveKit(ctx, t, kitBuild{file: toyFile, ctxDir: dir})
 		if err != nil {
@@ -265,11 +304,14 @@ func TestBuildKitOneChange(t *testing.T) {
 		}
 		return res
 	}
-	build()
-	if err := os.WriteFile(msg, []byte("second "+time.Now().String()), 0o644); err != nil {
-		t.Fatal(err)
+	n := 0
+	write := func() {
+		n++
+		if err := os.WriteFile(msg, []byte(fmt.Sprintf("message %d %s", n, time.Now())), 0o644); err != nil {
+			t.Fatal(err)
+		}
 	}
-	res := build()
+	res := twice(t, func() *kitResult { write(); return build() }, func() *kitResult { write(); return build() })
 	var total, made int
 	for _, n := range res.names {
 		if strings.HasPrefix(n, "layer ") {
@@ -285,6 +327,36 @@ func TestBuildKitOneChange(t *testing.T) {
 		t.Errorf("one changed derivation redid %d of %d layers: %q", made, total, res.made)
 	}
 	t.Logf("one change: %d of %d layers redone: %q", made, total, res.made)
+}
+
+// A secret reaches the Nix step without entering its cache key: the same
+// build with a secret offered is a cache hit.
+func TestBuildKitSecretNotInCacheKey(t *testing.T) {
+	buildkitHost(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	dir := toyContext(t)
+	res := twice(t, func() *kitResult {
+		res, err := solveKit(ctx, t, kitBuild{file: toyFile, ctxDir: dir})
+		if err != nil {
+			t.Fatalf("build: %v\nlogs:\n%s", err, res.logs)
+		}
+		return res
+	}, func() *kitResult {
+		res, err := solveKit(ctx, t, kitBuild{file: toyFile, ctxDir: dir, secrets: map[string][]byte{
+			"nixconf": []byte("# a secret nix.conf line\n"),
+			"netrc":   []byte("machine cache.example login u password p\n"),
+		}})
+		if err != nil {
+			t.Fatalf("build with secrets: %v\nlogs:\n%s", err, res.logs)
+		}
+		return res
+	})
+	for _, n := range res.made {
+		if strings.HasPrefix(n, "nix: build nixosConfigurations") || strings.HasPrefix(n, "layer ") {
+			t.Errorf("%q ran again: a secret changed its cache key", n)
+		}
+	}
 }
 
 // Two builds from nothing (no cache, fresh Nix store) give the same image.
