@@ -70,8 +70,11 @@ sid_rootfs() {
   if [[ $# -gt 0 ]]; then
     echo "sid_rootfs: apt-get install $pkgs" >&2
     # shellcheck disable=SC2086
-    sid_chroot "$dir" sh -c 'apt-get update -qq && apt-get install -y -qq --no-install-recommends "$@" && apt-get clean' sh $pkgs >&2 || {
-      echo "sid_rootfs: apt-get install failed" >&2; return 1; }
+    if ! sid_chroot "$dir" sh -c 'apt-get update -qq && apt-get install -y -qq --no-install-recommends "$@" && apt-get clean' sh $pkgs >"$dir.apt.log" 2>&1; then
+      tail -n 30 "$dir.apt.log" >&2; rm -f "$dir.apt.log"
+      echo "sid_rootfs: apt-get install failed" >&2; return 1
+    fi
+    rm -f "$dir.apt.log"
   fi
   rm -rf "$dir"/var/lib/apt/lists/*_Packages "$dir"/var/cache/apt/*.bin
   echo "sid_rootfs: built in $((SECONDS - t0)) s" >&2
