@@ -166,6 +166,11 @@ func TestSystemdInDocker(t *testing.T) {
 		booted := t.Run("reaches-multi-user", func(t *testing.T) {
 			f.boot = boot(ctx, t, c)
 			assertRunning(ctx, t, c)
+			// What the boot time went to (first boot of a Debian root runs its update units).
+			if out, err := c.Exec(ctx, "systemd-analyze", "blame", "--no-pager"); err == nil {
+				lines := strings.Split(strings.TrimSpace(out), "\n")
+				t.Logf("systemd-analyze blame (top 5):\n%s", strings.Join(lines[:min(5, len(lines))], "\n"))
+			}
 		})
 		// The next subtests share this container; if it did not boot, each fails (not skips).
 		needBooted := func(t *testing.T) {
