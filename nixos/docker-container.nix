@@ -53,16 +53,20 @@ let
 
   # Units that fail or make no sense without privileges, hardware or a
   # console; masked (a unit with enable = false is a link to /dev/null,
-  # nixpkgs nixos/lib/systemd-lib.nix, makeUnit).
-  # TODO(reconcile with patches/systemd/README.md): keep the units the patched
-  # systemd runs unprivileged, and journald if logging keeps it.
+  # nixpkgs nixos/lib/systemd-lib.nix, makeUnit). Each was started in the
+  # patched container (patches/systemd/README.md, "Units a NixOS container
+  # image should mask"): rfkill and hibernate-resume fail; logind runs but
+  # has no seats and its sessions are scopes, which need cgroups; the rest
+  # are skipped by their own conditions or serve no purpose in a container.
+  # Kept because they work unprivileged with the patched systemd:
+  # systemd-journald and systemd-journal-flush (journalctl works; services'
+  # output goes to `docker logs` anyway, see logging below) and
+  # systemd-tmpfiles-setup-dev(-early).
   maskedServices = [
     "systemd-sysctl"
     "systemd-random-seed"
     "systemd-rfkill"
     "systemd-hibernate-resume"
-    "systemd-tmpfiles-setup-dev"
-    "systemd-tmpfiles-setup-dev-early"
     "systemd-binfmt"
     "systemd-pstore"
     "systemd-firstboot"
@@ -80,16 +84,11 @@ let
     "autovt@"
     "console-getty"
     "container-getty@"
-    "systemd-journald"
-    "systemd-journal-flush"
     "systemd-update-utmp"
     "systemd-machine-id-commit"
     "systemd-ask-password-wall"
   ];
   maskedSockets = [
-    "systemd-journald"
-    "systemd-journald-dev-log"
-    "systemd-journald-audit"
     "systemd-networkd"
     "systemd-rfkill"
   ];
@@ -187,6 +186,9 @@ in
     swapDevices = mkDockerOverride [ ];
 
     # --- services that need privileges or own what Docker owns.
+    # resolved fails without CAP_SYS_ADMIN (217/USER); NixOS's nscd is a
+    # DynamicUser= service, which needs a mount namespace (226/NAMESPACE);
+    # timesyncd would need CAP_SYS_TIME; oomd needs writable cgroups.
     # nixos/modules/system/boot/resolved.nix, services/system/nscd.nix,
     # system/boot/timesyncd.nix, system/boot/systemd/oomd.nix
     services.resolved.enable = lib.mkForce false;
@@ -210,19 +212,19 @@ in
       sliceConfig.DisableControllers = "cpu cpuset io memory pids";
     };
 
-    # --- logging: everything to the container's stdout/stderr (`docker logs`).
-    # TODO(reconcile with patches/systemd/README.md, not written yet): until it
-    # says whether journald stays, journald is masked and units write to the
-    # console: StandardOutput=tty opens /dev/console, which a container without
-    # a terminal lacks; patches/systemd/262/0003-console.patch makes systemd
-    # open PID 1's stderr instead. PID 1 logs to the console (its stderr in a
-    # container). (With journald masked, "journal" output would go to /dev/null.)
+    # --- logging: services' output to the container's stdout/stderr, i.e.
+    # `docker logs` (patches/systemd/README.md, "Logging decision"): with
+    # StandardOutput=tty and no /dev/console (docker run without -t), the
+    # patched executor (262/0003-console-is-inherited-stdio.patch) gives each
+    # service its own blocking description of PID 1's stdout: lossless, no
+    # journald rate limit, stdout and stderr kept apart. StandardError stays
+    # "inherit" (follows stdout) and TTYPath stays /dev/console (the patch acts
+    # on exactly that path). PID 1 prints its status lines there too; its
+    # later log messages go to the journal, as in any container with journald.
     # nixos/modules/system/boot/systemd.nix (systemd.settings.Manager)
     systemd.settings.Manager = {
-      LogTarget = "console";
-      ShowStatus = "yes";
       DefaultStandardOutput = "tty";
-      DefaultStandardError = "inherit";
+      ShowStatus = "yes";
     };
 
     # --- networking: Docker owns it (addresses, routes, DNS, /etc/hosts).

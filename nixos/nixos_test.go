@@ -186,6 +186,8 @@ type summary struct {
 	Masked             []string `json:"masked"`
 	Services           []string `json:"services"`
 	RootSlice          *string  `json:"rootSlice"`
+	StandardOutput     *string  `json:"defaultStandardOutput"`
+	MaskedSockets      []string `json:"maskedSockets"`
 	SystemdPatches     []string `json:"systemdPatches"`
 	Toplevel           string   `json:"toplevel"`
 	Tag                string   `json:"tag"`
@@ -212,10 +214,23 @@ func TestVariantLeavesBaseUntouched(t *testing.T) {
 		variant.Nscd || variant.Resolved || variant.Timesyncd || variant.Oomd || variant.Firewall || variant.UseDHCP || variant.EtcHosts {
 		t.Errorf("variant is not a container configuration: %+v", variant)
 	}
-	for _, u := range []string{"systemd-sysctl", "systemd-logind", "getty@", "serial-getty@", "systemd-journald", "systemd-networkd", "firewall", "suid-sgid-wrappers", "systemd-remount-fs"} {
+	for _, u := range []string{"systemd-sysctl", "systemd-logind", "getty@", "serial-getty@", "systemd-rfkill", "systemd-hibernate-resume", "systemd-networkd", "firewall", "suid-sgid-wrappers", "systemd-remount-fs"} {
 		if !slices.Contains(variant.Masked, u) {
 			t.Errorf("variant does not mask %s (masked: %v)", u, variant.Masked)
 		}
+	}
+	// Kept: they run unprivileged with the patched systemd (patches/systemd/README.md).
+	for _, u := range []string{"systemd-journald", "systemd-journal-flush", "systemd-tmpfiles-setup-dev"} {
+		if slices.Contains(variant.Masked, u) {
+			t.Errorf("variant masks %s, which works in the container", u)
+		}
+	}
+	if !slices.Contains(variant.MaskedSockets, "systemd-rfkill") || slices.Contains(variant.MaskedSockets, "systemd-journald") {
+		t.Errorf("variant masked sockets = %v", variant.MaskedSockets)
+	}
+	// Services' output reaches docker logs through the console patch.
+	if variant.StandardOutput == nil || *variant.StandardOutput != "tty" || base.StandardOutput != nil {
+		t.Errorf("DefaultStandardOutput: variant %v, base %v; want tty and unset", variant.StandardOutput, base.StandardOutput)
 	}
 	if !slices.Contains(variant.Services, "myapp") || slices.Contains(variant.Masked, "myapp") {
 		t.Errorf("the base's service myapp must be in the variant, unmasked: %v", variant.Services)

@@ -60,6 +60,10 @@ let
     );
     services = lib.sort lib.lessThan (lib.attrNames c.systemd.services);
     rootSlice = c.systemd.slices."-".sliceConfig.DisableControllers or null;
+    defaultStandardOutput = c.systemd.settings.Manager.DefaultStandardOutput or null;
+    maskedSockets = lib.sort lib.lessThan (
+      lib.attrNames (lib.filterAttrs (_: u: !u.enable) c.systemd.sockets)
+    );
     systemdPatches = map baseNameOf (map toString c.systemd.package.patches);
     toplevel = c.system.build.toplevel.outPath;
     tag = c.virtualisation.dockerImage.tag;
