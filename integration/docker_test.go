@@ -129,6 +129,13 @@ func TestToyRunsInDocker(t *testing.T) {
 	}
 	logs, _ := c.Logs(ctx)
 	t.Logf("docker logs:\n%s", tail(logs, 20))
+	// What the toy's init prints when it starts, what its program prints, and what its trap
+	// prints on the image's stop signal (examples/toy/toy.nix).
+	for _, want := range []string{"toy init: started", "hello from the toy message", "toy init: stopping"} {
+		if !strings.Contains(logs, want) {
+			t.Errorf("docker logs lack %q", want)
+		}
+	}
 
 	if err := c.Remove(ctx); err != nil {
 		t.Errorf("docker rm: %v", err)
