@@ -49,6 +49,9 @@ type Image struct {
 	Names []string
 }
 
+// rootOwner makes copied files root's, whoever owned them in the stage.
+var rootOwner = &llb.ChownOpt{User: &llb.UserOpt{UID: 0}, Group: &llb.UserOpt{UID: 0}}
+
 // nixTime is the mtime Nix gives every store file; used when no epoch is set
 // so that layers never depend on when they were made.
 var nixTime = time.Unix(1, 0).UTC()
@@ -83,27 +86,31 @@ func NewImage(in ImageInput) (*Image, error) {
 	if skelCount > 0 {
 		total++
 	}
+	// The directories above the store, to stamp each layer's with t.
+	stamp := llb.Scratch().File(llb.Mkdir(imagespec.StoreDir, 0o755, llb.WithParents(true), llb.WithCreatedTime(t), llb.WithUIDGID(0, 0)),
+		llb.WithCustomName("store directory"))
 	states := make([]llb.State, 0, total)
 	names := make([]string, 0, total)
 	history := make([]ocispecs.History, 0, total)
 	for i, l := range in.Layers {
-		// One copy of the store directory per layer, narrowed to the layer's
-		// paths: the copy creates /nix/store itself and sets its mtime after
-		// filling it, so the layer is byte-for-byte reproducible (a chain of
-		// copies would leave the time of the last one on /nix/store).
-		patterns := make([]string, len(l.Paths))
-		for j, p := range l.Paths {
-			patterns[j] = escapePattern(path.Base(p))
+		// One copy per store path. Each copy leaves the time of its own
+		// making on /nix/store (a new entry changes a directory's mtime), so
+		// the last action copies an empty /nix/store over it: a copy stamps
+		// existing directories it walks with the copy's time. (A single copy
+		// with include patterns would avoid that, but BuildKit then walks the
+		// whole store for every layer.)
+		var fa actions
+		for _, p := range l.Paths {
+			base := path.Base(p)
+			fa.copy(in.Store, path.Join(storeDir, base), path.Join(imagespec.StoreDir, base), &llb.CopyInfo{
+				CreateDestPath: true,
+				CreatedTime:    &t,
+				ChownOpt:       rootOwner,
+			})
 		}
-		copyLayer := llb.Copy(in.Store, storeDir, imagespec.StoreDir, &llb.CopyInfo{
-			CopyDirContentsOnly: true,
-			IncludePatterns:     patterns,
-			CreateDestPath:      true,
-			CreatedTime:         &t,
-			ChownOpt:            &llb.ChownOpt{User: &llb.UserOpt{UID: 0}, Group: &llb.UserOpt{UID: 0}},
-		})
+		fa.copy(stamp, "/", "/", &llb.CopyInfo{CopyDirContentsOnly: true, CreatedTime: &t, ChownOpt: rootOwner})
 		name := fmt.Sprintf("layer %d/%d: %s", i+1, total, summary(l, sizes))
-		states = append(states, llb.Scratch().File(copyLayer, fileOpts(name, in.IgnoreCache)...))
+		states = append(states, llb.Scratch().File(fa.fa, fileOpts(name, in.IgnoreCache)...))
 		names = append(names, name)
 		history = append(history, ocispecs.History{
 			Created:   &t,
@@ -120,7 +127,7 @@ func NewImage(in ImageInput) (*Image, error) {
 		states = append(states, llb.Scratch().File(llb.Copy(made, "/", "/", &llb.CopyInfo{
 			CopyDirContentsOnly: true,
 			CreatedTime:         &t,
-			ChownOpt:            &llb.ChownOpt{User: &llb.UserOpt{UID: 0}, Group: &llb.UserOpt{UID: 0}},
+			ChownOpt:            rootOwner,
 		}), fileOpts(name, in.IgnoreCache)...))
 		names = append(names, name)
 		history = append(history, ocispecs.History{
@@ -160,20 +167,6 @@ func fileOpts(name string, ignoreCache bool) []llb.ConstraintsOpt {
 		opts = append(opts, llb.IgnoreCache)
 	}
 	return opts
-}
-
-// escapePattern makes a store path name a literal include pattern: names
-// may hold '?' (and patterns treat it as a wildcard).
-func escapePattern(name string) string {
-	var b strings.Builder
-	for _, r := range name {
-		switch r {
-		case '*', '?', '[', ']', '\\':
-			b.WriteByte('\\')
-		}
-		b.WriteRune(r)
-	}
-	return b.String()
 }
 
 // checkLayers makes sure every closure path is in exactly one layer and the

@@ -120,21 +120,28 @@ func TestImageLayers(t *testing.T) {
 			skeleton = d.ops[digest.Digest(op.Inputs[0].Digest)].GetFile()
 			continue
 		}
-		if len(f.Actions) != 1 || f.Actions[0].GetCopy() == nil {
-			t.Fatalf("layer %d is not one copy: %v", i+1, f.Actions)
-		}
-		c := f.Actions[0].GetCopy()
-		if c.Src != "/out/nix/store" || c.Dest != "/nix/store" || !c.DirCopyContents || !c.CreateDestPath {
-			t.Errorf("layer %d copies %s to %s", i+1, c.Src, c.Dest)
-		}
-		if c.Timestamp != epoch.UnixNano() {
-			t.Errorf("layer %d has timestamp %d, want the epoch", i+1, c.Timestamp)
-		}
-		if c.Owner == nil || c.Owner.User.GetByID() != 0 || c.Owner.Group.GetByID() != 0 {
-			t.Errorf("layer %d is not owned by 0:0: %v", i+1, c.Owner)
-		}
-		for _, p := range c.IncludePatterns {
-			copied[path.Join("/nix/store", p)]++
+		for j, a := range f.Actions {
+			c := a.GetCopy()
+			if c == nil {
+				t.Fatalf("layer %d has a non-copy action %v", i+1, a)
+			}
+			if c.Timestamp != epoch.UnixNano() {
+				t.Errorf("layer %d: copy to %s has timestamp %d, want the epoch", i+1, c.Dest, c.Timestamp)
+			}
+			if c.Owner == nil || c.Owner.User.GetByID() != 0 || c.Owner.Group.GetByID() != 0 {
+				t.Errorf("layer %d: copy to %s is not owned by 0:0: %v", i+1, c.Dest, c.Owner)
+			}
+			if j == len(f.Actions)-1 {
+				// The stamp: an empty /nix/store copied over the layer's.
+				if c.Src != "/" || c.Dest != "/" || !c.DirCopyContents {
+					t.Errorf("layer %d does not end with the store stamp: %v", i+1, c)
+				}
+				continue
+			}
+			if c.Src != path.Join("/out/nix/store", path.Base(c.Dest)) || path.Dir(c.Dest) != "/nix/store" {
+				t.Errorf("layer %d copies %s to %s", i+1, c.Src, c.Dest)
+			}
+			copied[c.Dest]++
 		}
 	}
 	for _, p := range s.Closure {
