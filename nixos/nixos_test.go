@@ -716,3 +716,49 @@ func TestFlakeOutputs(t *testing.T) {
 		t.Errorf("overlay systemd = %+v, want 262.1 with %v", f.OverlaySystemd, want)
 	}
 }
+
+// TestModuleSpecBuilds builds the NixOS module's own image spec (not the
+// toy's) with real Nix, the shell and tools being the toy's busybox and the
+// toplevel the stub's, and reads it with the Go parser: the module's image
+// config and skeleton decode into the Go types and pass validation.
+func TestModuleSpecBuilds(t *testing.T) {
+	nixBuild := need(t, "nix-build")
+	lib := nixpkgsLib(t)
+	if _, err := os.Stat("/bin/busybox"); err != nil {
+		if os.Getenv("CI") != "" {
+			t.Fatalf("/bin/busybox missing (CI must install busybox-static): %v", err)
+		}
+		t.Skipf("/bin/busybox missing (apt-get install busybox-static): %v", err)
+	}
+	root := repoRoot(t)
+	r := run(t, root, nixBuild, "--no-out-link", filepath.Join(root, "nixos", "tests", "cases.nix"),
+		"--arg", "lib", "import "+lib, "-A", "buildableSpec")
+	if r.err != nil {
+		t.Fatalf("nix-build buildableSpec: %v\n%s", r.err, r.stderr)
+	}
+	out := strings.TrimSpace(r.stdout)
+	data, err := os.ReadFile(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	spec, err := imagespec.Parse(data)
+	if err != nil {
+		t.Fatalf("imagespec.Parse(%s): %v", out, err)
+	}
+	if spec.ImageName != "web" || spec.Config.StopSignal != "SIGRTMIN+3" || spec.Config.Healthcheck == nil ||
+		spec.Config.Healthcheck.Interval != 30*time.Second || len(spec.Config.Healthcheck.Test) != 3 {
+		t.Errorf("spec = %+v", spec.Config)
+	}
+	if _, ok := spec.Config.ExposedPorts["80/tcp"]; !ok {
+		t.Errorf("ExposedPorts = %v", spec.Config.ExposedPorts)
+	}
+	if _, ok := spec.Config.Volumes["/var/lib/web"]; !ok {
+		t.Errorf("Volumes = %v", spec.Config.Volumes)
+	}
+	if !reflect.DeepEqual(spec.Config.Entrypoint, []string{spec.Toplevel + "/init"}) || !strings.HasSuffix(spec.Toplevel, "-nixos-system-web-stub") {
+		t.Errorf("Entrypoint %v, toplevel %s", spec.Config.Entrypoint, spec.Toplevel)
+	}
+	if len(spec.Closure) != 1 || spec.Closure[0].Path != spec.Toplevel {
+		t.Errorf("closure = %v, want the stub toplevel alone", spec.Paths())
+	}
+}

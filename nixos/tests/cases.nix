@@ -117,6 +117,27 @@ in
     (eval { modules = [ { virtualisation.dockerImage.name = "Web App"; } ]; })
     .config.virtualisation.dockerImage.name;
 
+  # The module's own spec, built for real: nix-build cases.nix -A buildableSpec
+  # (shell and tools from the toy's busybox; the toplevel is the stub's).
+  buildableSpec =
+    let
+      system = builtins.currentSystem;
+      busybox = (import ../../examples/toy/toy.nix { inherit system; }).parts.busybox;
+    in
+    (eval {
+      pkgsArgs = {
+        inherit system;
+        tools = busybox;
+      };
+      modules = [
+        {
+          networking.hostName = "web";
+          virtualisation.dockerImage.exposedPorts = [ "80" ];
+          virtualisation.dockerImage.volumes = [ "/var/lib/web" ];
+        }
+      ];
+    }).config.system.build.dockerImageSpec;
+
   healthcheckOff =
     (eval { modules = [ { virtualisation.dockerImage.healthcheck.enable = false; } ]; })
     .config.system.build.dockerImageSpec.config ? Healthcheck;

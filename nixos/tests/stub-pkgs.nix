@@ -1,6 +1,9 @@
 # A stand-in for nixpkgs' `pkgs` with the few attributes the modules use;
 # derivations are instantiated, never built. See nixos-options-stub.nix.
-{ system ? "x86_64-linux", systemdVersion ? "262.1" }:
+# With `tools` (a store path with bin/sh, cp, sed: the toy's busybox), the
+# shell and tools the image-spec derivation uses are real, so the module's
+# spec can be built.
+{ system ? "x86_64-linux", systemdVersion ? "262.1", tools ? null }:
 let
   stubDrv = name: extra: derivation ({
     inherit name system;
@@ -17,9 +20,9 @@ let
 in
 {
   stdenv.hostPlatform.system = system;
-  runtimeShell = "/bin/sh";
-  coreutils = stubDrv "coreutils" { };
-  gnused = stubDrv "gnused" { };
+  runtimeShell = if tools == null then "/bin/sh" else "${tools}/bin/sh";
+  coreutils = if tools == null then stubDrv "coreutils" { } else tools;
+  gnused = if tools == null then stubDrv "gnused" { } else tools;
   systemd = mkSystemd systemdVersion [ ];
   inherit mkSystemd;
   runCommand = name: env: script: stubDrv name (env // { buildCommand = script; });
