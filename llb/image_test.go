@@ -2,6 +2,7 @@ package llb_test
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"path"
 	"strings"
@@ -318,6 +319,66 @@ func TestImageIgnoreCache(t *testing.T) {
 	for _, in := range d.head.Inputs {
 		if !d.meta[digest.Digest(in.Digest)].IgnoreCache {
 			t.Errorf("layer %s is not redone with --no-cache", d.meta[digest.Digest(in.Digest)].Description["llb.customname"])
+		}
+	}
+}
+
+// syntheticSpec is a spec of n store paths, each referencing a few earlier
+// ones, shaped enough like a NixOS closure for timing.
+func syntheticSpec(n int) *imagespec.Spec {
+	s := loadSpecNoT()
+	s.Closure = nil
+	for i := 0; i < n; i++ {
+		p := imagespec.Path{
+			Path:    fmt.Sprintf("/nix/store/%032d-pkg-%d", i, i),
+			NarHash: "sha256:0",
+			NarSize: int64(1000 + i*37%100000),
+		}
+		for _, j := range []int{i - 1, i / 2, i / 3} {
+			if j >= 0 && j < i {
+				p.References = append(p.References, fmt.Sprintf("/nix/store/%032d-pkg-%d", j, j))
+			}
+		}
+		s.Closure = append(s.Closure, p)
+	}
+	s.Toplevel = s.Closure[n-1].Path
+	s.Skeleton = []imagespec.Entry{{Path: "/init", Type: imagespec.TypeSymlink, Target: s.Toplevel + "/init"}}
+	return s
+}
+
+func loadSpecNoT() *imagespec.Spec {
+	data, err := os.ReadFile("../nixeval/imagespec/testdata/spec-v1.json")
+	if err != nil {
+		panic(err)
+	}
+	s, err := imagespec.Parse(data)
+	if err != nil {
+		panic(err)
+	}
+	return s
+}
+
+// BenchmarkNewImage times the LLB of a 2,000-path closure in 124 layers,
+// marshalled: what the frontend does between reading the spec and solving.
+func BenchmarkNewImage(b *testing.B) {
+	s := syntheticSpec(2000)
+	ls, err := layers.Assign(layers.FromSpec(s), layers.Options{MaxLayers: s.MaxLayers - 1, Toplevel: s.Toplevel})
+	if err != nil {
+		b.Fatal(err)
+	}
+	in := make([]nixllb.Layer, len(ls))
+	for i, l := range ls {
+		in[i] = nixllb.Layer{Paths: l.Paths, Size: l.Size}
+	}
+	store := llb.Image("localhost:5000/builder").Run(llb.Shlex("true")).Root()
+	b.ResetTimer()
+	for b.Loop() {
+		img, err := nixllb.NewImage(nixllb.ImageInput{Spec: s, Layers: in, Store: store, StoreDir: "/out/nix/store"})
+		if err != nil {
+			b.Fatal(err)
+		}
+		if _, err := img.State.Marshal(context.Background()); err != nil {
+			b.Fatal(err)
 		}
 	}
 }
