@@ -13,11 +13,13 @@
 package nixos_test
 
 import (
+	"archive/tar"
 	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
+	"io"
 	"io/fs"
 	"os"
 	"os/exec"
@@ -760,5 +762,88 @@ func TestModuleSpecBuilds(t *testing.T) {
 	}
 	if len(spec.Closure) != 1 || spec.Closure[0].Path != spec.Toplevel {
 		t.Errorf("closure = %v, want the stub toplevel alone", spec.Paths())
+	}
+}
+
+// TestModuleImageBuilds builds system.build.dockerImage of the module (the
+// derivation that runs nixos2docker-assemble over the spec) with real Nix,
+// the assembler being this repository's cmd/nixos2docker-assemble built here,
+// and checks the archive is what `docker load` reads.
+func TestModuleImageBuilds(t *testing.T) {
+	nixBuild := need(t, "nix-build")
+	goTool := need(t, "go")
+	lib := nixpkgsLib(t)
+	if _, err := os.Stat("/bin/busybox"); err != nil {
+		if os.Getenv("CI") != "" {
+			t.Fatalf("/bin/busybox missing (CI must install busybox-static): %v", err)
+		}
+		t.Skipf("/bin/busybox missing (apt-get install busybox-static): %v", err)
+	}
+	root := repoRoot(t)
+	bin := filepath.Join(t.TempDir(), "nixos2docker-assemble")
+	if r := run(t, root, goTool, "build", "-o", bin, "./cmd/nixos2docker-assemble"); r.err != nil {
+		t.Fatalf("go build ./cmd/nixos2docker-assemble: %v\n%s", r.err, r.stderr)
+	}
+	r := run(t, root, nixBuild, "--no-out-link", filepath.Join(root, "nixos", "tests", "cases.nix"),
+		"--arg", "lib", "import "+lib, "--argstr", "assemblerBin", bin, "-A", "buildableImage")
+	if r.err != nil {
+		t.Fatalf("nix-build buildableImage: %v\n%s", r.err, r.stderr)
+	}
+	out := strings.TrimSpace(r.stdout)
+	if !strings.HasSuffix(out, "-docker-image-web.tar") {
+		t.Errorf("image output %s, want …-docker-image-web.tar", out)
+	}
+	f, err := os.Open(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	files := map[string][]byte{}
+	tr := tar.NewReader(f)
+	for {
+		h, err := tr.Next()
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			t.Fatalf("reading %s: %v", out, err)
+		}
+		if h.Typeflag == tar.TypeReg && (h.Name == "manifest.json" || strings.HasPrefix(h.Name, "blobs/")) && h.Size < 1<<20 {
+			data, err := io.ReadAll(tr)
+			if err != nil {
+				t.Fatal(err)
+			}
+			files[h.Name] = data
+		}
+	}
+	var manifest []struct {
+		Config   string
+		RepoTags []string
+		Layers   []string
+	}
+	if err := json.Unmarshal(files["manifest.json"], &manifest); err != nil || len(manifest) != 1 {
+		t.Fatalf("manifest.json: %v\n%s", err, files["manifest.json"])
+	}
+	m := manifest[0]
+	if !reflect.DeepEqual(m.RepoTags, []string{"web:latest"}) {
+		t.Errorf("RepoTags = %v", m.RepoTags)
+	}
+	// One store path and the skeleton, within maxLayers = 3.
+	if len(m.Layers) != 2 {
+		t.Errorf("%d layers, want 2 (the stub toplevel, the root skeleton)", len(m.Layers))
+	}
+	var cfg struct {
+		Config struct {
+			Entrypoint []string
+			StopSignal string
+			Env        []string
+		} `json:"config"`
+	}
+	if err := json.Unmarshal(files[m.Config], &cfg); err != nil {
+		t.Fatalf("image config %s: %v", m.Config, err)
+	}
+	if cfg.Config.StopSignal != "SIGRTMIN+3" || len(cfg.Config.Entrypoint) != 1 || !strings.HasSuffix(cfg.Config.Entrypoint[0], "-nixos-system-web-stub/init") ||
+		!slices.Contains(cfg.Config.Env, "container=docker") {
+		t.Errorf("image config = %+v", cfg.Config)
 	}
 }

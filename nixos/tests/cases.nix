@@ -1,7 +1,12 @@
 # Option-layer cases for nixos_test.go, evaluated with nixpkgs' real lib:
 #   nix-instantiate --eval --strict --json nixos/tests/cases.nix --arg lib 'import <nixpkgs-lib>' -A <case>
 # Each case is a small JSON-able value; the error cases throw when forced.
-{ lib }:
+{
+  lib,
+  # For buildableImage: a nixos2docker-assemble binary on this machine
+  # (builds run without the sandbox here).
+  assemblerBin ? null,
+}:
 let
   eval =
     {
@@ -42,6 +47,37 @@ let
   base = web.config;
   variant = web.config.virtualisation.dockerVariant;
   spec = base.system.build.dockerImageSpec;
+
+  buildable =
+    let
+      system = builtins.currentSystem;
+      busybox = (import ../../examples/toy/toy.nix { inherit system; }).parts.busybox;
+      # The host binary as a package (types.package), copied into the store.
+      assembler = derivation {
+        name = "nixos2docker-assemble-host";
+        inherit system;
+        builder = "${busybox}/bin/sh";
+        args = [
+          "-ec"
+          "${busybox}/bin/mkdir -p $out/bin && ${busybox}/bin/cp ${assemblerBin} $out/bin/nixos2docker-assemble"
+        ];
+      };
+    in
+    (eval {
+      pkgsArgs = {
+        inherit system;
+        tools = busybox;
+      };
+      modules = [
+        {
+          networking.hostName = "web";
+          virtualisation.dockerImage.exposedPorts = [ "80" ];
+          virtualisation.dockerImage.volumes = [ "/var/lib/web" ];
+          virtualisation.dockerImage.maxLayers = 3;
+        }
+        (lib.mkIf (assemblerBin != null) { virtualisation.dockerImage.assembler = assembler; })
+      ];
+    }).config.system.build;
 
   summary = c: {
     isContainer = c.boot.isContainer;
@@ -117,26 +153,12 @@ in
     (eval { modules = [ { virtualisation.dockerImage.name = "Web App"; } ]; })
     .config.virtualisation.dockerImage.name;
 
-  # The module's own spec, built for real: nix-build cases.nix -A buildableSpec
+  # The module's own spec and image, built for real:
+  #   nix-build cases.nix -A buildableSpec
+  #   nix-build cases.nix -A buildableImage --argstr assemblerBin /path/to/nixos2docker-assemble
   # (shell and tools from the toy's busybox; the toplevel is the stub's).
-  buildableSpec =
-    let
-      system = builtins.currentSystem;
-      busybox = (import ../../examples/toy/toy.nix { inherit system; }).parts.busybox;
-    in
-    (eval {
-      pkgsArgs = {
-        inherit system;
-        tools = busybox;
-      };
-      modules = [
-        {
-          networking.hostName = "web";
-          virtualisation.dockerImage.exposedPorts = [ "80" ];
-          virtualisation.dockerImage.volumes = [ "/var/lib/web" ];
-        }
-      ];
-    }).config.system.build.dockerImageSpec;
+  buildableSpec = buildable.dockerImageSpec;
+  buildableImage = buildable.dockerImage;
 
   healthcheckOff =
     (eval { modules = [ { virtualisation.dockerImage.healthcheck.enable = false; } ]; })

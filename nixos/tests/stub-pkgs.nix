@@ -25,6 +25,20 @@ in
   gnused = if tools == null then stubDrv "gnused" { } else tools;
   systemd = mkSystemd systemdVersion [ ];
   inherit mkSystemd;
-  runCommand = name: env: script: stubDrv name (env // { buildCommand = script; });
+  # With tools: a real runCommand (sh -ec SCRIPT, PATH from nativeBuildInputs).
+  runCommand =
+    name: env: script:
+    if tools == null then
+      stubDrv name (env // { buildCommand = script; })
+    else
+      derivation (
+        removeAttrs env [ "nativeBuildInputs" ]
+        // {
+          inherit name system;
+          builder = "${tools}/bin/sh";
+          args = [ "-ec" script ];
+          PATH = builtins.concatStringsSep ":" (map (p: "${p}/bin") ((env.nativeBuildInputs or [ ]) ++ [ tools ]));
+        }
+      );
   callPackage = _fn: _args: stubDrv "nixos2docker-stub" { };
 }
