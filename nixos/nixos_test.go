@@ -1,6 +1,8 @@
 // Package nixos_test checks the NixOS module side of nixos2docker with real
 // Nix (Debian's nix-bin is enough): every .nix file parses, the module's option
-// layer evaluates with nixpkgs' real lib (../shared/nixpkgs-lib), and the toy
+// layer evaluates with nixpkgs' real lib (../shared/nixpkgs-lib), the
+// module's own spec and image derivations build (busybox standing in for
+// nixpkgs' tools, a stub toplevel, this repository's assembler), and the toy
 // example's image spec, built by the real nixos/lib/image-spec.nix, is read by
 // the Go parser of the spec (nixeval/imagespec), so the writer and the reader
 // cannot drift apart.
