@@ -88,7 +88,7 @@ func NewImage(in ImageInput) (*Image, error) {
 	}
 	// The directories above the store, to stamp each layer's with t.
 	stamp := llb.Scratch().File(llb.Mkdir(imagespec.StoreDir, 0o755, llb.WithParents(true), llb.WithCreatedTime(t), llb.WithUIDGID(0, 0)),
-		llb.WithCustomName("store directory"))
+		llb.WithCustomName("/nix/store, to stamp each layer's"))
 	states := make([]llb.State, 0, total)
 	names := make([]string, 0, total)
 	history := make([]ocispecs.History, 0, total)
@@ -228,7 +228,8 @@ func skeletonActions(entries []imagespec.Entry, t time.Time) (*llb.FileAction, i
 			parent(e.Path)
 			dirs[e.Path] = true
 			if mode&^0o777 != 0 {
-				src := llb.Scratch().File(llb.Mkdir("/d", 0o755, llb.WithCreatedTime(t), llb.WithUIDGID(0, 0)))
+				src := llb.Scratch().File(llb.Mkdir("/d", 0o755, llb.WithCreatedTime(t), llb.WithUIDGID(0, 0)),
+					llb.WithCustomName("root skeleton: a directory to copy with mode "+e.Mode))
 				fa.copy(src, "/d", e.Path, &llb.CopyInfo{
 					CreateDestPath: true,
 					CreatedTime:    &t,
@@ -240,7 +241,8 @@ func skeletonActions(entries []imagespec.Entry, t time.Time) (*llb.FileAction, i
 		case imagespec.TypeFile:
 			parent(e.Path)
 			if mode&^0o777 != 0 {
-				src := llb.Scratch().File(llb.Mkfile("/f", 0o644, []byte(e.Content), llb.WithCreatedTime(t), llb.WithUIDGID(0, 0)))
+				src := llb.Scratch().File(llb.Mkfile("/f", 0o644, []byte(e.Content), llb.WithCreatedTime(t), llb.WithUIDGID(0, 0)),
+					llb.WithCustomName("root skeleton: "+e.Path))
 				fa.copy(src, "/f", e.Path, &llb.CopyInfo{
 					CreatedTime: &t,
 					Mode:        &llb.ChmodOpt{ModeStr: fmt.Sprintf("%04o", mode)},
