@@ -5,8 +5,11 @@
 {
   lib,
   buildGoModule,
+  # go.mod asks for Go 1.26: prefer nixpkgs' Go 1.26 builder where the
+  # default Go is older (null when this nixpkgs has none).
+  buildGo126Module ? null,
 }:
-buildGoModule {
+(if buildGo126Module != null then buildGo126Module else buildGoModule) {
   pname = "nixos2docker";
   version = "0.1.0";
 
