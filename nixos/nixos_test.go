@@ -51,12 +51,19 @@ func repoRoot(t *testing.T) string {
 	return root
 }
 
+// inCI says whether the tests run in CI (CI set, not "false" or "0"): there a
+// missing tool is a failure, not a skip.
+func inCI() bool {
+	v := strings.ToLower(os.Getenv("CI"))
+	return v != "" && v != "false" && v != "0"
+}
+
 // need returns the path of a tool, skipping the test without it (failing in CI).
 func need(t *testing.T, tool string) string {
 	t.Helper()
 	p, err := exec.LookPath(tool)
 	if err != nil {
-		if os.Getenv("CI") != "" {
+		if inCI() {
 			t.Fatalf("%s not found on PATH (CI must install nix-bin): %v", tool, err)
 		}
 		t.Skipf("%s not found on PATH (apt-get install nix-bin): %v", tool, err)
@@ -73,7 +80,7 @@ func nixpkgsLib(t *testing.T) string {
 		dir = filepath.Join(repoRoot(t), "..", "shared", "nixpkgs-lib")
 	}
 	if _, err := os.Stat(filepath.Join(dir, "lib", "default.nix")); err != nil {
-		if os.Getenv("CI") != "" {
+		if inCI() {
 			t.Fatalf("nixpkgs lib not found at %s (set NIXPKGS_LIB): %v", dir, err)
 		}
 		t.Skipf("nixpkgs lib not found at %s (set NIXPKGS_LIB): %v", dir, err)
@@ -511,7 +518,7 @@ func TestToyImageSpec(t *testing.T) {
 	nix := need(t, "nix")
 	git := need(t, "git")
 	if _, err := os.Stat("/bin/busybox"); err != nil {
-		if os.Getenv("CI") != "" {
+		if inCI() {
 			t.Fatalf("/bin/busybox missing (CI must install busybox-static): %v", err)
 		}
 		t.Skipf("/bin/busybox missing (apt-get install busybox-static): %v", err)
@@ -729,7 +736,7 @@ func TestModuleSpecBuilds(t *testing.T) {
 	nixBuild := need(t, "nix-build")
 	lib := nixpkgsLib(t)
 	if _, err := os.Stat("/bin/busybox"); err != nil {
-		if os.Getenv("CI") != "" {
+		if inCI() {
 			t.Fatalf("/bin/busybox missing (CI must install busybox-static): %v", err)
 		}
 		t.Skipf("/bin/busybox missing (apt-get install busybox-static): %v", err)
@@ -776,7 +783,7 @@ func TestModuleImageBuilds(t *testing.T) {
 	goTool := need(t, "go")
 	lib := nixpkgsLib(t)
 	if _, err := os.Stat("/bin/busybox"); err != nil {
-		if os.Getenv("CI") != "" {
+		if inCI() {
 			t.Fatalf("/bin/busybox missing (CI must install busybox-static): %v", err)
 		}
 		t.Skipf("/bin/busybox missing (apt-get install busybox-static): %v", err)
