@@ -34,7 +34,7 @@ func buildkitHost(t *testing.T) (string, string) {
 	t.Helper()
 	host := os.Getenv("BUILDKIT_HOST")
 	if host == "" {
-		if os.Getenv("CI") != "" {
+		if ci := os.Getenv("CI"); ci != "" && ci != "0" && ci != "false" {
 			t.Fatal("BUILDKIT_HOST is not set in CI: run `eval \"$(hack/env up)\"` first")
 		}
 		t.Skip("BUILDKIT_HOST is not set: run `eval \"$(hack/env up)\"` for the real-BuildKit tests")
