@@ -199,6 +199,10 @@ in
     services.timesyncd.enable = lib.mkForce false;
     systemd.oomd.enable = lib.mkForce false;
 
+    # No console to run an emergency shell on: boot on instead of hanging
+    # the container silently. nixos/modules/system/boot/systemd.nix
+    systemd.enableEmergencyMode = lib.mkForce false;
+
     systemd.services = mask maskedServices;
     systemd.sockets = mask maskedSockets;
     systemd.paths = mask maskedPaths;

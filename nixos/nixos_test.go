@@ -190,6 +190,7 @@ type summary struct {
 	Resolved           bool     `json:"resolved"`
 	Timesyncd          bool     `json:"timesyncd"`
 	Oomd               bool     `json:"oomd"`
+	EmergencyMode      bool     `json:"emergencyMode"`
 	Firewall           bool     `json:"firewall"`
 	UseDHCP            bool     `json:"useDHCP"`
 	EtcHosts           bool     `json:"etcHosts"`
@@ -210,7 +211,7 @@ func TestVariantLeavesBaseUntouched(t *testing.T) {
 	evalJSON(t, "variant", &variant)
 
 	if base.IsContainer || !reflect.DeepEqual(base.NixStoreMountOpts, []string{"ro", "nodev", "nosuid"}) ||
-		!base.Nscd || !base.Timesyncd || !base.Oomd || !base.Firewall || !base.UseDHCP || !base.EtcHosts ||
+		!base.Nscd || !base.Timesyncd || !base.Oomd || !base.EmergencyMode || !base.Firewall || !base.UseDHCP || !base.EtcHosts ||
 		len(base.Masked) != 0 || base.RootSlice != nil || len(base.SystemdPatches) != 0 || base.Tag != "latest" {
 		t.Errorf("the base configuration was changed: %+v", base)
 	}
@@ -222,7 +223,7 @@ func TestVariantLeavesBaseUntouched(t *testing.T) {
 		t.Errorf("hostname activation: base %v, variant %v; want none and empty", base.HostnameActivation, variant.HostnameActivation)
 	}
 	if !variant.IsContainer || len(variant.NixStoreMountOpts) != 0 || len(variant.SpecialFileSystems) != 0 ||
-		variant.Nscd || variant.Resolved || variant.Timesyncd || variant.Oomd || variant.Firewall || variant.UseDHCP || variant.EtcHosts {
+		variant.Nscd || variant.Resolved || variant.Timesyncd || variant.Oomd || variant.EmergencyMode || variant.Firewall || variant.UseDHCP || variant.EtcHosts {
 		t.Errorf("variant is not a container configuration: %+v", variant)
 	}
 	for _, u := range []string{"systemd-sysctl", "systemd-logind", "getty@", "serial-getty@", "systemd-rfkill", "systemd-hibernate-resume", "systemd-networkd", "firewall", "suid-sgid-wrappers", "systemd-remount-fs"} {

@@ -87,6 +87,7 @@ let
     resolved = c.services.resolved.enable;
     timesyncd = c.services.timesyncd.enable;
     oomd = c.systemd.oomd.enable;
+    emergencyMode = c.systemd.enableEmergencyMode;
     firewall = c.networking.firewall.enable;
     useDHCP = c.networking.useDHCP;
     etcHosts = c.environment.etc.hosts.enable or true;

@@ -146,6 +146,7 @@ in
       default = pkgs.systemd;
       description = "stub";
     };
+    systemd.enableEmergencyMode = bool true;
     systemd.services = mkOption { type = types.attrsOf unit; default = { }; description = "stub"; };
     systemd.sockets = mkOption { type = types.attrsOf unit; default = { }; description = "stub"; };
     systemd.paths = mkOption { type = types.attrsOf unit; default = { }; description = "stub"; };
