@@ -41,10 +41,14 @@ func normalize(t *testing.T, out []byte) []byte {
 			t.Fatalf("output line is not JSON: %s", line)
 		}
 		v = maskData(v)
-		dt, err := json.MarshalIndent(v, "", " ")
-		if err != nil {
+		var buf bytes.Buffer
+		enc := json.NewEncoder(&buf)
+		enc.SetEscapeHTML(false)
+		enc.SetIndent("", " ")
+		if err := enc.Encode(v); err != nil {
 			t.Fatal(err)
 		}
+		dt := bytes.TrimSuffix(buf.Bytes(), []byte("\n"))
 		dt = digestRe.ReplaceAllFunc(dt, func(d []byte) []byte {
 			if _, ok := ids[string(d)]; !ok {
 				ids[string(d)] = fmt.Sprintf("op%d", len(ids)+1)
