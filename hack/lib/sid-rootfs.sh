@@ -27,6 +27,7 @@ sid_rootfs_mirror() {
 # sid_chroot DIR CMD...: run CMD in DIR with /proc and /dev, in a private mount namespace.
 sid_chroot() {
   local dir=$1; shift
+  # shellcheck disable=SC2016 # expanded by the inner shell
   unshare -m --propagation private -- /bin/sh -c '
     d=$1; shift
     mount -t proc proc "$d/proc" && mount --rbind /dev "$d/dev" && exec chroot "$d" "$@"' \
