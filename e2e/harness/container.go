@@ -24,7 +24,8 @@ type Container struct {
 	lines []LogLine // from Follow
 }
 
-// LogLine is one line of the container's output and when the harness saw it.
+// LogLine is one line of the container's output and when the daemon received it (docker logs
+// -t), or when the harness read it if the line carried no timestamp.
 type LogLine struct {
 	At   time.Time
 	Text string
