@@ -1,5 +1,3 @@
-# vendorHash of nixos/package.nix (buildGoModule), kept in its own file so it
-# can be updated by a script. PLACEHOLDER until computed on a machine with
-# nixpkgs: build .#nixos2docker once, and put the hash from the
-# "hash mismatch … got: sha256-…" error here.
-"sha256-AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA="
+# vendorHash of nixos/package.nix (buildGoModule), in its own file so that
+# hack/vendor-hash --update can rewrite it; hack/test checks it matches go.sum.
+"sha256-x6tbn+XnI9UnCFAyJ+VVyRa3FyM19D/wuJvW0FIuw3c="
