@@ -131,10 +131,11 @@ func TestToyColdBuildsAreReproducible(t *testing.T) {
 }
 
 // layerStep says whether a vertex makes image content: the Nix build of the closure, a layer,
-// the skeleton, the merge (named so by the frontend, llb/). Other vertices (sources, metadata,
-// tiny scratch files feeding those steps, the export) may run on every build.
+// the skeleton's entries, the merge (named so by the frontend, llb/). Other vertices (sources,
+// metadata, the one-entry scratch states the skeleton copies from — BuildKit re-runs such
+// input-less file ops — and the export) may run on every build.
 func layerStep(name string) bool {
-	for _, p := range []string{"nix: build ", "layer ", "root skeleton", "merge "} {
+	for _, p := range []string{"nix: build ", "layer ", "root skeleton entries", "merge "} {
 		if strings.HasPrefix(name, p) {
 			return true
 		}
