@@ -23,33 +23,42 @@ import (
 
 const frontendBinary = "/bin/nixos2docker-frontend"
 
+// registryDigest asks the local registry for the manifest digest of a tagged image.
+func (e *testEnv) registryDigest(ref string) (string, error) {
+	repo, tag, ok := strings.Cut(strings.TrimPrefix(ref, e.Registry+"/"), ":")
+	if !ok || !strings.HasPrefix(ref, e.Registry+"/") {
+		return "", fmt.Errorf("%s is not a tagged image in %s", ref, e.Registry)
+	}
+	req, err := http.NewRequest(http.MethodHead, fmt.Sprintf("http://%s/v2/%s/manifests/%s", e.Registry, repo, tag), nil)
+	if err != nil {
+		return "", err
+	}
+	req.Header.Set("Accept", strings.Join([]string{
+		ocispecs.MediaTypeImageIndex, ocispecs.MediaTypeImageManifest,
+		"application/vnd.docker.distribution.manifest.v2+json",
+		"application/vnd.docker.distribution.manifest.list.v2+json",
+	}, ", "))
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return "", fmt.Errorf("registry %s: %w", e.Registry, err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return "", fmt.Errorf("%s: registry answered %s", ref, resp.Status)
+	}
+	return resp.Header.Get("Docker-Content-Digest"), nil
+}
+
 // TestRegistryServesHarnessImages: the local registry answers for the images hack/env pushed.
 func TestRegistryServesHarnessImages(t *testing.T) {
 	e := requireEnv(t)
 	for _, ref := range []string{e.FrontendImage, e.BuilderImage} {
-		repo, tag, ok := strings.Cut(strings.TrimPrefix(ref, e.Registry+"/"), ":")
-		if !ok || !strings.HasPrefix(ref, e.Registry+"/") {
-			t.Fatalf("%s is not a tagged image in %s", ref, e.Registry)
-		}
-		req, err := http.NewRequest(http.MethodHead, fmt.Sprintf("http://%s/v2/%s/manifests/%s", e.Registry, repo, tag), nil)
+		d, err := e.registryDigest(ref)
 		if err != nil {
-			t.Fatal(err)
-		}
-		req.Header.Set("Accept", strings.Join([]string{
-			ocispecs.MediaTypeImageIndex, ocispecs.MediaTypeImageManifest,
-			"application/vnd.docker.distribution.manifest.v2+json",
-			"application/vnd.docker.distribution.manifest.list.v2+json",
-		}, ", "))
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			t.Fatalf("registry %s: %v", e.Registry, err)
-		}
-		resp.Body.Close()
-		if resp.StatusCode != http.StatusOK {
-			t.Errorf("%s: registry answered %s", ref, resp.Status)
+			t.Error(err)
 			continue
 		}
-		t.Logf("%s@%s", ref, resp.Header.Get("Docker-Content-Digest"))
+		t.Logf("%s@%s", ref, d)
 	}
 }
 

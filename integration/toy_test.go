@@ -89,6 +89,19 @@ func TestToyBuildx(t *testing.T) {
 	if again.ManifestDigest != img.ManifestDigest {
 		t.Errorf("buildx gave %s, the Go client %s for the same input", img.ManifestDigest, again.ManifestDigest)
 	}
+
+	// --push: the image lands in the registry under the same manifest digest.
+	ref := e.Registry + "/nixos2docker/toy:integration"
+	if _, err := run(ctx, nil, "docker", append(args, "--output", "type=image,name="+ref+",push=true", dir)...); err != nil {
+		t.Fatalf("docker buildx build --push: %v", err)
+	}
+	pushed, err := e.registryDigest(ref)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if pushed != img.ManifestDigest {
+		t.Errorf("pushed %s as %s, the OCI export was %s", ref, pushed, img.ManifestDigest)
+	}
 }
 
 // TestToyColdBuildsAreReproducible: two cold builds, BuildKit's cache pruned before each, give
