@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
@@ -67,8 +68,52 @@ func TestBenchFigures(t *testing.T) {
 	fmt.Fprintf(&b, "  tar | gzip of the closure          %10s  %s\n", secs(tarGzip), perGiB(tarGzip))
 	fmt.Fprintf(&b, "  (assembly: from the end of the Nix step to the end of the export, OCI tarball sent\n"+
 		"   to the client included; per GiB is extrapolated from a small closure, so fixed costs dominate)\n")
+
+	// The toy's blob is repetitive text (it compresses 400:1) and small: for a per-GiB figure that
+	// means something, the same closure with the blob replaced by incompressible random data.
+	big := e.toyContext(t)
+	blobMiB := 512
+	if v, err := strconv.Atoi(os.Getenv("N2D_BENCH_BLOB_MIB")); err == nil && v > 0 {
+		blobMiB = v
+	}
+	bigBlob(t, big, blobMiB)
+	bigImg, bigRes := e.buildToy(ctx, t, big, nil)
+	bigAssembly := assemblyTime(bigRes)
+	bigPlain, bigGzip, err := e.plainTar(ctx, t, big)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var bigTotal int64
+	for _, l := range bigImg.Layers {
+		bigTotal += l.Size
+	}
+	bigGiB := float64(blobMiB)/1024 + float64(closureBytes-64<<20)/(1<<30)
+	perBigGiB := func(d time.Duration) string { return fmt.Sprintf("%.1f s/GiB", d.Seconds()/bigGiB) }
+	fmt.Fprintf(&b, "\nsame closure, blob = %d MiB of random data (%.2f GiB, %s compressed)\n", blobMiB, bigGiB, mib(bigTotal))
+	fmt.Fprintf(&b, "  build (blob derivation changed)    %10s\n", secs(bigRes.Took))
+	fmt.Fprintf(&b, "  image assembly (after Nix)         %10s  %s\n", secs(bigAssembly), perBigGiB(bigAssembly))
+	fmt.Fprintf(&b, "  plain tar of the closure           %10s  %s\n", secs(bigPlain), perBigGiB(bigPlain))
+	fmt.Fprintf(&b, "  tar | gzip of the closure          %10s  %s\n", secs(bigGzip), perBigGiB(bigGzip))
 	fmt.Print(b.String())
 	t.Log(b.String())
+}
+
+// bigBlob rewrites the toy's blob derivation in the context dir to MiB of random data.
+func bigBlob(t *testing.T, dir string, mibs int) {
+	t.Helper()
+	file := filepath.Join(dir, toyFlakeDir, "toy.nix")
+	src, err := os.ReadFile(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const old = `yes "nixos2docker toy blob" | head -c 67108864 > "$out"`
+	if !strings.Contains(string(src), old) {
+		t.Fatalf("%s: the blob derivation changed (no %q): update the bench", file, old)
+	}
+	repl := fmt.Sprintf(`head -c %d /dev/urandom > "$out"`, mibs<<20)
+	if err := os.WriteFile(file, []byte(strings.Replace(string(src), old, repl, 1)), 0o644); err != nil {
+		t.Fatal(err)
+	}
 }
 
 func secs(d time.Duration) string { return fmt.Sprintf("%.2f s", d.Seconds()) }
