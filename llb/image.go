@@ -150,13 +150,6 @@ func NewImage(in ImageInput) (*Image, error) {
 		},
 		Config: cfg,
 	}
-	if in.Epoch == nil {
-		// Without SOURCE_DATE_EPOCH the exporter stamps the build time.
-		img.Created = nil
-		for i := range img.History {
-			img.History[i].Created = nil
-		}
-	}
 	return &Image{State: st, Config: img, Names: names}, nil
 }
 
