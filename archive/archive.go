@@ -20,7 +20,6 @@ package archive
 import (
 	"archive/tar"
 	"bytes"
-	"cmp"
 	"context"
 	"crypto/sha256"
 	"encoding/json"
@@ -34,7 +33,6 @@ import (
 	"path/filepath"
 	"runtime"
 	"slices"
-	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -78,7 +76,7 @@ type Event struct {
 }
 
 func (e Event) String() string {
-	return fmt.Sprintf("layer %d/%d: %s (%s)", e.Layer, e.Layers, e.Description, HumanSize(e.Size))
+	return fmt.Sprintf("layer %d/%d: %s (%s)", e.Layer, e.Layers, e.Description, layers.HumanSize(e.Size))
 }
 
 // dockerManifest is one entry of Docker's manifest.json (the format
@@ -124,7 +122,7 @@ func Write(ctx context.Context, w io.Writer, s *imagespec.Spec, opts Options) er
 	}
 	all := make([]*layer, 0, len(groups)+1)
 	for _, g := range groups {
-		all = append(all, &layer{paths: g.Paths, desc: Describe(g.Paths, sizes), size: g.Size})
+		all = append(all, &layer{paths: g.Paths, desc: layers.Describe(g.Paths, sizes), size: g.Size})
 	}
 	var skel bytes.Buffer
 	if err := writeSkeleton(&skel, s.Skeleton, opts.Created); err != nil {
@@ -308,9 +306,9 @@ func imageConfig(s *imagespec.Spec, p ocispec.Platform, all []*layer, created ti
 		h := ocispec.History{Created: &created}
 		if l.paths != nil {
 			h.CreatedBy = "nixos2docker: " + strings.Join(l.paths, " ")
-			h.Comment = fmt.Sprintf("store paths, layer %d/%d, %s", i+1, len(all), HumanSize(l.size))
+			h.Comment = fmt.Sprintf("store paths, layer %d/%d, %s", i+1, len(all), layers.HumanSize(l.size))
 		} else {
-			h.CreatedBy = "nixos2docker: root skeleton: " + skeletonPaths(s.Skeleton)
+			h.CreatedBy = "nixos2docker: root skeleton: " + strings.Join(imagespec.EntryPaths(s.Skeleton), " ")
 			h.Comment = "root filesystem outside the store"
 		}
 		img.History = append(img.History, h)
@@ -320,64 +318,6 @@ func imageConfig(s *imagespec.Spec, p ocispec.Platform, all []*layer, created ti
 		return nil, fmt.Errorf("encoding the image config: %w", err)
 	}
 	return data, nil
-}
-
-func skeletonPaths(entries []imagespec.Entry) string {
-	ps := make([]string, len(entries))
-	for i, e := range entries {
-		ps[i] = e.Path
-	}
-	slices.Sort(ps)
-	return strings.Join(ps, " ")
-}
-
-// Describe names a layer by its three largest store paths (without hashes).
-func Describe(paths []string, sizes map[string]int64) string {
-	const shown = 3
-	ps := slices.Clone(paths)
-	slices.SortStableFunc(ps, func(a, b string) int {
-		if c := cmp.Compare(sizes[b], sizes[a]); c != 0 {
-			return c
-		}
-		return cmp.Compare(storeName(a), storeName(b))
-	})
-	names := make([]string, 0, shown+1)
-	for i, p := range ps {
-		if i == shown {
-			names = append(names, fmt.Sprintf("… %d more", len(ps)-shown))
-			break
-		}
-		names = append(names, storeName(p))
-	}
-	return strings.Join(names, ", ")
-}
-
-// storeName is a store path's name without the hash: glibc-2.42.
-func storeName(p string) string {
-	base := path.Base(p)
-	if len(base) > 33 && base[32] == '-' {
-		return base[33:]
-	}
-	return base
-}
-
-// HumanSize formats a byte count: 31 MiB, 4.2 KiB.
-func HumanSize(n int64) string {
-	if n < 1024 {
-		return strconv.FormatInt(n, 10) + " B"
-	}
-	v, suffix := float64(n), ""
-	for _, s := range []string{"KiB", "MiB", "GiB", "TiB"} {
-		v /= 1024
-		suffix = s
-		if v < 1024 {
-			break
-		}
-	}
-	if v < 10 {
-		return fmt.Sprintf("%.1f %s", v, suffix)
-	}
-	return fmt.Sprintf("%.0f %s", v, suffix)
 }
 
 // digestWriter hashes and counts what goes through it.

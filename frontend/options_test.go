@@ -39,21 +39,6 @@ func TestParseOptions(t *testing.T) {
 	}
 }
 
-func TestSplitName(t *testing.T) {
-	for in, want := range map[string][2]string{
-		"glibc-2.42":                  {"glibc", "2.42"},
-		"nixos-system-web-26.05":      {"nixos-system-web", "26.05"},
-		"etc":                         {"etc", ""},
-		"systemd-262":                 {"systemd", "262"},
-		"unit-script-nginx-pre-start": {"unit-script-nginx-pre-start", ""},
-	} {
-		n, v := SplitName(in)
-		if n != want[0] || v != want[1] {
-			t.Errorf("SplitName(%q) = %q, %q; want %q, %q", in, n, v, want[0], want[1])
-		}
-	}
-}
-
 func TestSBOM(t *testing.T) {
 	data, err := os.ReadFile(specFixture)
 	if err != nil {

@@ -15,8 +15,8 @@ import (
 	"github.com/moby/buildkit/frontend/gateway/client"
 	gwpb "github.com/moby/buildkit/frontend/gateway/pb"
 	"github.com/moby/buildkit/solver/result"
-	nixllb "github.com/nixos2docker/nixos2docker/llb"
 	"github.com/nixos2docker/nixos2docker/nixeval/imagespec"
+	"github.com/nixos2docker/nixos2docker/storepath"
 	ocispecs "github.com/opencontainers/image-spec/specs-go/v1"
 	"github.com/spdx/tools-golang/spdx/v2/common"
 	spdx "github.com/spdx/tools-golang/spdx/v2/v2_3"
@@ -24,21 +24,6 @@ import (
 
 // sbomPath is where the SPDX document lies in its attestation state.
 const sbomPath = "/nixos2docker.spdx.json"
-
-// SplitName splits a store path's name into name and version the way Nix's
-// builtins.parseDrvName does: the version starts after the first "-" that is
-// followed by something other than a letter ("glibc-2.42" → glibc, 2.42).
-func SplitName(storeName string) (name, version string) {
-	for i := 0; i+1 < len(storeName); i++ {
-		if storeName[i] == '-' {
-			c := storeName[i+1]
-			if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z') {
-				return storeName[:i], storeName[i+1:]
-			}
-		}
-	}
-	return storeName, ""
-}
 
 // SBOM is the SPDX document of a spec's closure: one package per store path,
 // the toplevel described by the document, references as dependencies. The
@@ -70,7 +55,7 @@ func SBOM(spec *imagespec.Spec, created time.Time) *spdx.Document {
 		Relationship: common.TypeRelationshipDescribe,
 	})
 	for _, p := range closure {
-		name, version := SplitName(nixllb.StoreName(p.Path))
+		name, version := storepath.ParseName(storepath.Name(p.Path))
 		doc.Packages = append(doc.Packages, &spdx.Package{
 			PackageName:             name,
 			PackageSPDXIdentifier:   id(p.Path),

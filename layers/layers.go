@@ -76,11 +76,11 @@ import (
 	"fmt"
 	"hash/fnv"
 	"math/bits"
-	"path"
 	"slices"
 	"strings"
 
 	"github.com/nixos2docker/nixos2docker/nixeval/imagespec"
+	"github.com/nixos2docker/nixos2docker/storepath"
 )
 
 // Which paths reachable only through configuration paths are configuration
@@ -168,7 +168,7 @@ func newGraph(paths []Path) (*graph, error) {
 		}
 		index[p.Path] = int32(i)
 		g.name[i] = p.Path
-		g.short[i] = storeName(p.Path)
+		g.short[i] = storepath.Name(p.Path)
 		g.size[i] = p.NarSize
 	}
 	for i, p := range sorted {
@@ -503,7 +503,8 @@ func (g *graph) leftoverLayers(stable, owner []int32, isStable []bool, chunks in
 			continue
 		}
 		h := fnv.New32a()
-		h.Write([]byte(pname(g.short[t])))
+		pname, _ := storepath.ParseName(g.short[t])
+		h.Write([]byte(pname))
 		if h.Sum32()%uint32(run) == 0 && k+1 < len(tops) {
 			b++
 		}
@@ -530,26 +531,6 @@ func (g *graph) compare(a, b int32) int {
 		return c
 	}
 	return cmp.Compare(a, b) // paths are numbered in name order
-}
-
-// storeName is a store path's name without the hash: glibc-2.42.
-func storeName(p string) string {
-	base := path.Base(p)
-	if len(base) > 33 && base[32] == '-' {
-		return base[33:]
-	}
-	return base
-}
-
-// pname is a name without its version, as Nix splits them: the version
-// starts at the first dash followed by a digit (glibc-2.42 → glibc).
-func pname(name string) string {
-	for i := 0; i+1 < len(name); i++ {
-		if name[i] == '-' && name[i+1] >= '0' && name[i+1] <= '9' {
-			return name[:i]
-		}
-	}
-	return name
 }
 
 func (g *graph) layer(members []int32) Layer {

@@ -5,13 +5,13 @@ import (
 	"os"
 	"path"
 	"sort"
-	"strconv"
 	"strings"
 	"time"
 
 	"github.com/containerd/platforms"
 	"github.com/moby/buildkit/client/llb"
 	dockerspec "github.com/moby/docker-image-spec/specs-go/v1"
+	"github.com/nixos2docker/nixos2docker/layers"
 	"github.com/nixos2docker/nixos2docker/nixeval/imagespec"
 	ocispecs "github.com/opencontainers/image-spec/specs-go/v1"
 )
@@ -115,7 +115,7 @@ func NewImage(in ImageInput) (*Image, error) {
 		history = append(history, ocispecs.History{
 			Created:   &t,
 			CreatedBy: "nixos2docker: " + strings.Join(l.Paths, " "),
-			Comment:   fmt.Sprintf("store paths, layer %d/%d, %s", i+1, total, humanSize(l.Size)),
+			Comment:   fmt.Sprintf("store paths, layer %d/%d, %s", i+1, total, layers.HumanSize(l.Size)),
 		})
 	}
 	if skelCount > 0 {
@@ -132,7 +132,7 @@ func NewImage(in ImageInput) (*Image, error) {
 		names = append(names, name)
 		history = append(history, ocispecs.History{
 			Created:   &t,
-			CreatedBy: "nixos2docker: root skeleton: " + skeletonPaths(s.Skeleton),
+			CreatedBy: "nixos2docker: root skeleton: " + strings.Join(imagespec.EntryPaths(s.Skeleton), " "),
 			Comment:   "root filesystem outside the store",
 		})
 	}
@@ -251,15 +251,6 @@ func skeletonActions(entries []imagespec.Entry, t time.Time) (*llb.FileAction, i
 	return fa.fa, len(sorted)
 }
 
-func skeletonPaths(entries []imagespec.Entry) string {
-	ps := make([]string, len(entries))
-	for i, e := range entries {
-		ps[i] = e.Path
-	}
-	sort.Strings(ps)
-	return strings.Join(ps, " ")
-}
-
 func mergeLabels(base, extra map[string]string) map[string]string {
 	if len(base) == 0 && len(extra) == 0 {
 		return base
@@ -274,52 +265,8 @@ func mergeLabels(base, extra map[string]string) map[string]string {
 	return out
 }
 
-// StoreName is a store path's name without its hash: glibc-2.42.
-func StoreName(p string) string {
-	base := path.Base(p)
-	if len(base) > 33 && base[32] == '-' {
-		return base[33:]
-	}
-	return base
-}
-
 // summary names a layer by its biggest store paths, e.g.
 // "glibc-2.42, libidn2-2.3.8, … (31 MiB)".
 func summary(l Layer, sizes map[string]int64) string {
-	const shown = 3
-	ps := append([]string(nil), l.Paths...)
-	sort.SliceStable(ps, func(i, j int) bool {
-		if sizes[ps[i]] != sizes[ps[j]] {
-			return sizes[ps[i]] > sizes[ps[j]]
-		}
-		return StoreName(ps[i]) < StoreName(ps[j])
-	})
-	names := make([]string, 0, shown+1)
-	for i, p := range ps {
-		if i == shown {
-			names = append(names, fmt.Sprintf("… %d more", len(ps)-shown))
-			break
-		}
-		names = append(names, StoreName(p))
-	}
-	return strings.Join(names, ", ") + " (" + humanSize(l.Size) + ")"
-}
-
-func humanSize(n int64) string {
-	const unit = 1024
-	if n < unit {
-		return strconv.FormatInt(n, 10) + " B"
-	}
-	v, suffix := float64(n), ""
-	for _, s := range []string{"KiB", "MiB", "GiB", "TiB"} {
-		v /= unit
-		suffix = s
-		if v < unit {
-			break
-		}
-	}
-	if v < 10 {
-		return fmt.Sprintf("%.1f %s", v, suffix)
-	}
-	return fmt.Sprintf("%.0f %s", v, suffix)
+	return layers.Describe(l.Paths, sizes) + " (" + layers.HumanSize(l.Size) + ")"
 }

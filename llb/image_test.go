@@ -308,12 +308,6 @@ func TestImageBadLayers(t *testing.T) {
 	}
 }
 
-func TestStoreName(t *testing.T) {
-	if got := nixllb.StoreName("/nix/store/r5hcq8k2ww2ha6vyvm1qqrskn1m5x3dl-glibc-2.42"); got != "glibc-2.42" {
-		t.Errorf("StoreName = %q", got)
-	}
-}
-
 func TestImageIgnoreCache(t *testing.T) {
 	s := loadSpec(t)
 	img, err := nixllb.NewImage(nixllb.ImageInput{

@@ -25,6 +25,7 @@ import (
 	"time"
 
 	"github.com/nixos2docker/nixos2docker/archive"
+	"github.com/nixos2docker/nixos2docker/layers"
 	"github.com/nixos2docker/nixos2docker/nixeval/imagespec"
 )
 
@@ -111,7 +112,7 @@ func assemble(ctx context.Context, specPath, out, storeDir string, rest []string
 		return err
 	}
 	if !quiet {
-		fmt.Fprintf(stderr, "wrote %s (%s) in %.1fs\n", out, archive.HumanSize(size), time.Since(start).Seconds())
+		fmt.Fprintf(stderr, "wrote %s (%s) in %.1fs\n", out, layers.HumanSize(size), time.Since(start).Seconds())
 	}
 	return nil
 }

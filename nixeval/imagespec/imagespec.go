@@ -245,3 +245,13 @@ func (s *Spec) TotalNarSize() int64 {
 	}
 	return n
 }
+
+// EntryPaths returns the skeleton entries' paths, sorted.
+func EntryPaths(entries []Entry) []string {
+	out := make([]string, len(entries))
+	for i, e := range entries {
+		out[i] = e.Path
+	}
+	sort.Strings(out)
+	return out
+}
