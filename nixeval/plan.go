@@ -49,7 +49,7 @@ func NewPlan(f *nixfile.File, o Options) (Plan, error) {
 	case p.Flake == "" && p.Body == "":
 		return Plan{}, at(1, "empty file: nothing to build; expected a flake directive (\"# flake=.#<name>\") or a NixOS module body")
 	case p.Flake == "" && p.Nixpkgs == "":
-		return Plan{}, at(p.BodyLine, "no flake and no nixpkgs: without a flake the body is the whole NixOS configuration and needs nixpkgs; add \"# nixpkgs=github:NixOS/nixpkgs/nixos-25.11\" (or set the NIXPKGS build argument), or a flake directive")
+		return Plan{}, at(p.BodyLine, "no flake and no nixpkgs: without a flake the body is the whole NixOS configuration and needs nixpkgs; add \"# nixpkgs=github:NixOS/nixpkgs/nixos-26.05\" (or set the NIXPKGS build argument), or a flake directive")
 	}
 	if p.Flake != "" {
 		if _, err := ResolveFlakeRef(p.Flake, DefaultLayout.ContextDir); err != nil {
