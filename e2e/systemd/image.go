@@ -33,6 +33,9 @@ const (
 	imageRepoBase = "nixos2docker-e2e/"
 )
 
+// dynamicStateDir is the DynamicUser= unit's StateDirectory= (under /var/lib).
+const dynamicStateDir = "n2d-dynamic"
+
 // testUnits are added to each root filesystem and enabled in multi-user.target. Type=exec makes
 // a unit active only once its command really runs, so a sandbox that cannot be set up shows as
 // failed rather than briefly active.
@@ -60,13 +63,16 @@ ExecStart=/bin/sh -c 'echo ok >/tmp/probe && echo ` + hardenedLine + ` private t
 [Install]
 WantedBy=multi-user.target
 `,
+	// The service writes a probe into its StateDirectory= itself (and fails if it cannot), then
+	// prints its UID and the probe's content.
 	dynamicUnit: `[Unit]
 Description=nixos2docker e2e: DynamicUser
 
 [Service]
 Type=exec
 DynamicUser=yes
-ExecStart=/bin/sh -c 'echo ` + dynamicLine + ` uid $(id -u); exec sleep infinity'
+StateDirectory=` + dynamicStateDir + `
+ExecStart=/bin/sh -c 'echo ok >"$STATE_DIRECTORY/probe" || exit 1; echo ` + dynamicLine + ` uid $(id -u) state "$STATE_DIRECTORY" $(cat "$STATE_DIRECTORY/probe"); exec sleep infinity'
 
 [Install]
 WantedBy=multi-user.target
