@@ -186,8 +186,10 @@ in
     swapDevices = mkDockerOverride [ ];
 
     # --- services that need privileges or own what Docker owns.
-    # resolved fails without CAP_SYS_ADMIN (217/USER); NixOS's nscd is a
-    # DynamicUser= service, which needs a mount namespace (226/NAMESPACE);
+    # Docker owns name resolution (it bind-mounts /etc/resolv.conf), so
+    # resolved and nscd have nothing to do; both ran only as far as the
+    # patches allow (resolved failed with 217/USER before 0007, nscd is a
+    # DynamicUser= service with no isolation here) and are untested on NixOS.
     # timesyncd would need CAP_SYS_TIME; oomd needs writable cgroups.
     # nixos/modules/system/boot/resolved.nix, services/system/nscd.nix,
     # system/boot/timesyncd.nix, system/boot/systemd/oomd.nix
