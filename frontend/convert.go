@@ -122,18 +122,13 @@ func newStage(req Request, targets bool) (*Stage, error) {
 		return nil, err
 	}
 	b := nixllb.Builder{
-		Image:    req.Options.Builder,
-		Platform: req.Platform,
-		System:   p.System,
-		Invocation: nixllb.Invocation{
-			Dir: inv.Dir, Files: inv.Files, Args: inv.Args, Env: inv.Env,
-			ContextDir: inv.ContextDir, OutDir: inv.OutDir,
-		},
+		Image:          req.Options.Builder,
+		Platform:       req.Platform,
+		System:         p.System,
+		Invocation:     inv,
 		Context:        req.Context,
-		Network:        inv.Network,
 		NetworkMode:    req.NetworkMode,
 		RunOptions:     req.RunOptions,
-		Secrets:        secrets(inv.Secrets),
 		CacheNamespace: req.CacheNamespace,
 		IgnoreCache:    req.IgnoreCache,
 		Description:    description(p, targets),
@@ -148,17 +143,6 @@ func newStage(req Request, targets bool) (*Stage, error) {
 		return nil, err
 	}
 	return &Stage{Plan: p, Invocation: inv, State: st, IgnoreCache: req.IgnoreCache}, nil
-}
-
-// secrets are the optional BuildKit secrets the Nix step may read (netrc,
-// extra nix.conf, tokens): mounted only into that step, never into a layer
-// or a cache key.
-func secrets(ss []nixeval.Secret) []nixllb.Secret {
-	out := make([]nixllb.Secret, len(ss))
-	for i, s := range ss {
-		out[i] = nixllb.Secret{ID: s.ID, Path: s.Path}
-	}
-	return out
 }
 
 // ResultError turns a failed Nix evaluation into an error located in the

@@ -18,6 +18,7 @@ import (
 
 	"github.com/moby/buildkit/client/llb"
 	"github.com/moby/buildkit/solver/pb"
+	"github.com/nixos2docker/nixos2docker/nixeval"
 	ocispecs "github.com/opencontainers/image-spec/specs-go/v1"
 )
 
@@ -25,28 +26,6 @@ import (
 // lives. Its contents are not part of the stage's output, which is why the
 // builder copies the closure into OutDir before the layers read it.
 const NixDir = "/nix"
-
-// Invocation is what the builder stage runs: nixeval's Invocation, restated
-// here so this package depends only on values.
-type Invocation struct {
-	// Dir holds Files (generated expression, embedded module, patches).
-	Dir   string
-	Files map[string][]byte
-	Args  []string
-	Env   []string
-	// ContextDir is where the build context is mounted read-only.
-	ContextDir string
-	// OutDir is in the stage's own root filesystem: result.json, spec.json
-	// and the closure under OutDir/nix/store.
-	OutDir string
-}
-
-// Secret is an optional BuildKit secret mounted into the builder step only:
-// secret mounts are tmpfs files that never reach a snapshot or a cache key.
-type Secret struct {
-	ID   string
-	Path string
-}
 
 // Mount is a read-only input of the builder step.
 type Mount struct {
@@ -62,16 +41,16 @@ type Builder struct {
 	// natively (or under emulation), never cross.
 	Platform ocispecs.Platform
 	// System is the Nix system of Platform; it names the store cache.
-	System     string
-	Invocation Invocation
+	System string
+	// Invocation is what the step runs (nixeval's): its files, command, the
+	// context and output directories, whether it needs the network, and the
+	// optional secrets it may read (mounted into this step only: secret
+	// mounts are tmpfs files that never reach a snapshot or a cache key).
+	Invocation *nixeval.Invocation
 	// Context is the build context, mounted read-only at Invocation.ContextDir.
 	Context llb.State
-	// Network allows the step to reach substituters and flake inputs;
-	// without it the step runs with no network at all.
-	Network bool
 	// NetworkMode, when not UNSET, is a network mode forced by the client.
 	NetworkMode pb.NetMode
-	Secrets     []Secret
 	// Mounts are further read-only inputs (named contexts), by destination.
 	Mounts []Mount
 	// Constraints are added to the Nix step, e.g. the source location of
@@ -107,6 +86,9 @@ var filesTime = time.Unix(1, 0).UTC()
 // run on it. Its root filesystem holds Invocation.OutDir afterwards.
 func BuilderStage(b Builder) (llb.State, error) {
 	inv := b.Invocation
+	if inv == nil {
+		return llb.State{}, fmt.Errorf("builder stage: no invocation")
+	}
 	if b.Image == "" {
 		return llb.State{}, fmt.Errorf("builder stage: no builder image")
 	}
@@ -170,13 +152,13 @@ func BuilderStage(b Builder) (llb.State, error) {
 		runOpts = append(runOpts, c)
 	}
 	runOpts = append(runOpts, b.RunOptions...)
-	for _, s := range b.Secrets {
+	for _, s := range inv.Secrets {
 		runOpts = append(runOpts, llb.AddSecret(s.Path, llb.SecretID(s.ID), llb.SecretOptional))
 	}
 	switch {
 	case b.NetworkMode != pb.NetMode_UNSET:
 		runOpts = append(runOpts, llb.Network(b.NetworkMode))
-	case !b.Network:
+	case !inv.Network:
 		runOpts = append(runOpts, llb.Network(pb.NetMode_NONE))
 	}
 	if b.IgnoreCache {

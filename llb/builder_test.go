@@ -7,6 +7,7 @@ import (
 	"github.com/moby/buildkit/client/llb"
 	"github.com/moby/buildkit/solver/pb"
 	nixllb "github.com/nixos2docker/nixos2docker/llb"
+	"github.com/nixos2docker/nixos2docker/nixeval"
 	digest "github.com/opencontainers/go-digest"
 	ocispecs "github.com/opencontainers/image-spec/specs-go/v1"
 )
@@ -16,16 +17,16 @@ func testBuilder() nixllb.Builder {
 		Image:    "localhost:5000/nixos2docker/builder",
 		Platform: ocispecs.Platform{OS: "linux", Architecture: "arm64"},
 		System:   "aarch64-linux",
-		Invocation: nixllb.Invocation{
+		Invocation: &nixeval.Invocation{
 			Dir:        "/nixos2docker",
 			Files:      map[string][]byte{"default.nix": []byte("{}"), "nixos/module.nix": []byte("{}")},
 			Args:       []string{"/bin/sh", "/nixos2docker/build.sh"},
 			Env:        []string{"NIX_CONFIG=sandbox = false"},
 			ContextDir: "/src",
 			OutDir:     "/out",
+			Secrets:    []nixeval.Secret{{ID: "netrc", Path: "/run/secrets/netrc"}},
 		},
 		Context:     llb.Local("context"),
-		Secrets:     []nixllb.Secret{{ID: "netrc", Path: "/run/secrets/netrc"}},
 		Description: "nix: build nixosConfigurations.web docker image spec",
 	}
 }
@@ -103,7 +104,7 @@ func TestBuilderStage(t *testing.T) {
 
 func TestBuilderStageNetwork(t *testing.T) {
 	b := testBuilder()
-	b.Network = true
+	b.Invocation.Network = true
 	b.IgnoreCache = true
 	st, err := nixllb.BuilderStage(b)
 	if err != nil {
