@@ -244,6 +244,28 @@ func TestSystemdInDocker(t *testing.T) {
 			}
 			t.Logf("%s: active, UID %d, %s:\n%s", dynamicUnit, uid, stateDir, out)
 		})
+		t.Run("executor-error-in-journal", func(t *testing.T) {
+			needBooted(t)
+			// A unit that fails in systemd-executor (217/USER): the executor's own explanation
+			// must reach the unit's journal (0008), not only PID 1's "status=217/USER".
+			// --collect unloads the failed unit, so the system state stays running.
+			out, err := c.Exec(ctx, "systemd-run", "--wait", "--collect", "--unit="+executorFailUnit,
+				"-p", "User=n2d-no-such-user", "/bin/true")
+			if err == nil {
+				t.Fatalf("%s with User=n2d-no-such-user succeeded, want a 217/USER failure:\n%s", executorFailUnit, out)
+			}
+			var journal string
+			for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(200 * time.Millisecond) {
+				journal, _ = c.Exec(ctx, "journalctl", "--no-pager", "-o", "cat", "-u", executorFailUnit)
+				if executorErrorRe.MatchString(journal) || time.Now().After(deadline) {
+					break
+				}
+			}
+			if !executorErrorRe.MatchString(journal) {
+				t.Errorf("journalctl -u %s lacks the executor's reason (want %s):\n%s", executorFailUnit, executorErrorRe, journal)
+			}
+			t.Logf("systemd-run: %s\njournalctl -u %s:\n%s", strings.TrimSpace(out), executorFailUnit, journal)
+		})
 		t.Run("units-share-pid1-cgroup", func(t *testing.T) {
 			needBooted(t)
 			// Read-only cgroups: units cannot get their own; recorded, not required.
@@ -542,6 +564,12 @@ func assertUnitsStopped(ctx context.Context, t *testing.T, c *harness.Container)
 		t.Errorf("shutdown: %s failed to stop: %s", m[1], m[0])
 	}
 }
+
+// executorFailUnit is a transient unit that fails in systemd-executor; executorErrorRe is the
+// executor's own message saying why, which patch 0008 sends to the journal.
+const executorFailUnit = "n2d-executor-error.service"
+
+var executorErrorRe = regexp.MustCompile(regexp.QuoteMeta(executorFailUnit) + `: Failed at step USER spawning /bin/true`)
 
 // shutdownFailureRe matches systemd's status line for a unit that failed to stop.
 var shutdownFailureRe = regexp.MustCompile(`(?m)Failed (?:unmounting|stopping|to stop) (\S+)`)
