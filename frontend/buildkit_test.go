@@ -23,6 +23,7 @@ import (
 	"github.com/moby/buildkit/session/secrets/secretsprovider"
 	"github.com/moby/buildkit/solver/errdefs"
 	dockerspec "github.com/moby/docker-image-spec/specs-go/v1"
+	"github.com/nixos2docker/nixos2docker/internal/testenv"
 	ocispecs "github.com/opencontainers/image-spec/specs-go/v1"
 	"github.com/tonistiigi/fsutil"
 )
@@ -34,7 +35,7 @@ func buildkitHost(t *testing.T) (string, string) {
 	t.Helper()
 	host := os.Getenv("BUILDKIT_HOST")
 	if host == "" {
-		if ci := os.Getenv("CI"); ci != "" && ci != "0" && ci != "false" {
+		if testenv.InCI() {
 			t.Fatal("BUILDKIT_HOST is not set in CI: run `eval \"$(hack/env up)\"` first")
 		}
 		t.Skip("BUILDKIT_HOST is not set: run `eval \"$(hack/env up)\"` for the real-BuildKit tests")

@@ -11,23 +11,8 @@ import (
 	"time"
 
 	nixos2docker "github.com/nixos2docker/nixos2docker"
+	"github.com/nixos2docker/nixos2docker/internal/testenv"
 )
-
-// nixpkgsLib finds nixpkgs' lib as nixos/nixos_test.go does: $NIXPKGS_LIB,
-// else ../shared/nixpkgs-lib beside the repository.
-func nixpkgsLib(t *testing.T) string {
-	dir := os.Getenv("NIXPKGS_LIB")
-	if dir == "" {
-		dir = filepath.Join("..", "..", "shared", "nixpkgs-lib")
-	}
-	if _, err := os.Stat(filepath.Join(dir, "lib", "default.nix")); err != nil {
-		if os.Getenv("CI") != "" {
-			t.Fatalf("nixpkgs lib not found at %s (set NIXPKGS_LIB): %v", dir, err)
-		}
-		t.Skipf("nixpkgs lib not found at %s (set NIXPKGS_LIB): %v", dir, err)
-	}
-	return dir
-}
 
 // nixosLikeStage is a context holding testdata/nixoslike: a configuration
 // with extendModules and options (nixpkgs' real module system) but without
@@ -35,10 +20,10 @@ func nixpkgsLib(t *testing.T) string {
 // A stand-in for nixpkgs (testdata/fakenixpkgs) is at ./fakenixpkgs.
 func nixosLikeStage(t *testing.T) *stage {
 	s := newStage(t)
-	lib := nixpkgsLib(t)
+	lib := filepath.Dir(testenv.NixpkgsLib(t)) // the nixpkgs-lib tree, as NIXPKGS_LIB names it
 	for _, dir := range []string{".", "fakenixpkgs"} {
 		ctx := filepath.Join(s.layout.ContextDir, dir)
-		copyDir(t, filepath.Join(lib, "lib"), filepath.Join(ctx, "nixpkgs-lib", "lib"))
+		testenv.CopyTree(t, lib, filepath.Join(ctx, "nixpkgs-lib"), "lib")
 		copyFile(t, "../nixos/tests/nixos-options-stub.nix", filepath.Join(ctx, "stub/nixos-options-stub.nix"))
 		copyFile(t, "../nixos/tests/stub-pkgs.nix", filepath.Join(ctx, "stub/stub-pkgs.nix"))
 	}
@@ -75,21 +60,6 @@ func copyFile(t *testing.T, src, dst string) {
 		t.Fatal(err)
 	}
 	if err := os.WriteFile(dst, data, 0o644); err != nil {
-		t.Fatal(err)
-	}
-}
-
-func copyDir(t *testing.T, src, dst string) {
-	t.Helper()
-	err := filepath.WalkDir(src, func(p string, d os.DirEntry, err error) error {
-		if err != nil || d.IsDir() {
-			return err
-		}
-		r, _ := filepath.Rel(src, p)
-		copyFile(t, p, filepath.Join(dst, r))
-		return nil
-	})
-	if err != nil {
 		t.Fatal(err)
 	}
 }

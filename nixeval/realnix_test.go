@@ -13,19 +13,15 @@ import (
 	"testing/fstest"
 	"time"
 
+	"github.com/nixos2docker/nixos2docker/internal/testenv"
 	"github.com/nixos2docker/nixos2docker/nixeval/imagespec"
 )
 
-// needNix skips (or, under CI, fails) when Nix is not installed.
+// needNix skips (or, under CI, fails) when Nix's tools are not installed.
 func needNix(t *testing.T, tools ...string) {
 	t.Helper()
 	for _, tool := range tools {
-		if _, err := exec.LookPath(tool); err != nil {
-			if os.Getenv("CI") != "" {
-				t.Fatalf("%s is not on PATH (apt-get install -y nix-bin); CI must run the real-Nix tests", tool)
-			}
-			t.Skipf("%s is not on PATH (apt-get install -y nix-bin): skipping the real-Nix test", tool)
-		}
+		testenv.Need(t, tool)
 	}
 }
 
@@ -46,30 +42,6 @@ func newStage(t *testing.T) *stage {
 		}
 	}
 	return &stage{layout: l, root: root, chroot: os.Getenv("NIXEVAL_TEST_ROOTFS")}
-}
-
-// copyTree copies the repository's directory rel into the stage's context.
-func (s *stage) copyTree(t *testing.T, rel string) {
-	t.Helper()
-	src := filepath.Join("..", rel)
-	err := filepath.WalkDir(src, func(p string, d os.DirEntry, err error) error {
-		if err != nil {
-			return err
-		}
-		r, _ := filepath.Rel(src, p)
-		dst := filepath.Join(s.layout.ContextDir, rel, r)
-		if d.IsDir() {
-			return os.MkdirAll(dst, 0o755)
-		}
-		data, err := os.ReadFile(p)
-		if err != nil {
-			return err
-		}
-		return os.WriteFile(dst, data, 0o644)
-	})
-	if err != nil {
-		t.Fatalf("copying %s into the context: %v", rel, err)
-	}
 }
 
 // writeFiles writes the invocation's files into its Dir.
@@ -134,8 +106,7 @@ func TestRealNixBuildsToy(t *testing.T) {
 	if _, err := os.Stat("../examples/toy/flake.nix"); err != nil {
 		t.Skip("examples/toy is not in this tree")
 	}
-	s.copyTree(t, "examples/toy")
-	s.copyTree(t, "nixos/lib")
+	testenv.CopyTree(t, "..", s.layout.ContextDir, "examples/toy", "nixos/lib")
 	// A new message each run: part of the closure is really built, not
 	// found in the store.
 	msg := fmt.Sprintf("built by the nixeval test at %d\n", time.Now().UnixNano())

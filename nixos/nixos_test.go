@@ -33,60 +33,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nixos2docker/nixos2docker/internal/testenv"
 	"github.com/nixos2docker/nixos2docker/nixeval/imagespec"
 )
-
-// nixConfig makes Debian's Nix work offline as root without nixbld users.
-const nixConfig = "build-users-group =\nsubstituters =\nexperimental-features = nix-command flakes\nsandbox = false"
-
-func repoRoot(t *testing.T) string {
-	t.Helper()
-	root, err := filepath.Abs("..")
-	if err != nil {
-		t.Fatalf("repo root: %v", err)
-	}
-	if _, err := os.Stat(filepath.Join(root, "go.mod")); err != nil {
-		t.Fatalf("repo root %s: %v", root, err)
-	}
-	return root
-}
-
-// inCI says whether the tests run in CI (CI set, not "false" or "0"): there a
-// missing tool is a failure, not a skip.
-func inCI() bool {
-	v := strings.ToLower(os.Getenv("CI"))
-	return v != "" && v != "false" && v != "0"
-}
-
-// need returns the path of a tool, skipping the test without it (failing in CI).
-func need(t *testing.T, tool string) string {
-	t.Helper()
-	p, err := exec.LookPath(tool)
-	if err != nil {
-		if inCI() {
-			t.Fatalf("%s not found on PATH (CI must install nix-bin): %v", tool, err)
-		}
-		t.Skipf("%s not found on PATH (apt-get install nix-bin): %v", tool, err)
-	}
-	return p
-}
-
-// nixpkgsLib finds nixpkgs' lib: $NIXPKGS_LIB, else ../shared/nixpkgs-lib
-// beside the repository.
-func nixpkgsLib(t *testing.T) string {
-	t.Helper()
-	dir := os.Getenv("NIXPKGS_LIB")
-	if dir == "" {
-		dir = filepath.Join(repoRoot(t), "..", "shared", "nixpkgs-lib")
-	}
-	if _, err := os.Stat(filepath.Join(dir, "lib", "default.nix")); err != nil {
-		if inCI() {
-			t.Fatalf("nixpkgs lib not found at %s (set NIXPKGS_LIB): %v", dir, err)
-		}
-		t.Skipf("nixpkgs lib not found at %s (set NIXPKGS_LIB): %v", dir, err)
-	}
-	return filepath.Join(dir, "lib")
-}
 
 type result struct {
 	stdout, stderr string
@@ -99,7 +48,7 @@ func run(t *testing.T, dir, name string, args ...string) result {
 	defer cancel()
 	cmd := exec.CommandContext(ctx, name, args...)
 	cmd.Dir = dir
-	cmd.Env = append(os.Environ(), "NIX_CONFIG="+nixConfig)
+	cmd.Env = append(os.Environ(), "NIX_CONFIG="+testenv.NixConfig)
 	var out, errb bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &errb
 	err := cmd.Run()
@@ -107,8 +56,8 @@ func run(t *testing.T, dir, name string, args ...string) result {
 }
 
 func TestNixFilesParse(t *testing.T) {
-	nixInstantiate := need(t, "nix-instantiate")
-	root := repoRoot(t)
+	nixInstantiate := testenv.Need(t, "nix-instantiate")
+	root := testenv.RepoRoot(t)
 	var files []string
 	for _, top := range []string{"nixos", "examples", "flake.nix"} {
 		err := filepath.WalkDir(filepath.Join(root, top), func(p string, d fs.DirEntry, err error) error {
@@ -142,9 +91,9 @@ func TestNixFilesParse(t *testing.T) {
 // evalCase evaluates one attribute of nixos/tests/cases.nix.
 func evalCase(t *testing.T, name string) result {
 	t.Helper()
-	nixInstantiate := need(t, "nix-instantiate")
-	lib := nixpkgsLib(t)
-	root := repoRoot(t)
+	nixInstantiate := testenv.Need(t, "nix-instantiate")
+	lib := testenv.NixpkgsLib(t)
+	root := testenv.RepoRoot(t)
 	return run(t, root, nixInstantiate, "--eval", "--strict", "--json",
 		filepath.Join(root, "nixos", "tests", "cases.nix"),
 		"--arg", "lib", "import "+lib, "-A", name)
@@ -383,13 +332,13 @@ func TestSystemdPatchSelection(t *testing.T) {
 		t.Errorf("supported (fixture) = %v, want [259 262]", fixture)
 	}
 	evalJSON(t, "supportedReal", &real)
-	entries, err := os.ReadDir(filepath.Join(repoRoot(t), "patches", "systemd"))
+	entries, err := os.ReadDir(filepath.Join(testenv.RepoRoot(t), "patches", "systemd"))
 	if err != nil {
 		t.Fatal(err)
 	}
 	var want []string
 	for _, e := range entries {
-		if _, err := os.Stat(filepath.Join(repoRoot(t), "patches", "systemd", e.Name(), "series")); err == nil && e.IsDir() {
+		if _, err := os.Stat(filepath.Join(testenv.RepoRoot(t), "patches", "systemd", e.Name(), "series")); err == nil && e.IsDir() {
 			want = append(want, e.Name())
 		}
 	}
@@ -430,40 +379,13 @@ func TestBadInput(t *testing.T) {
 	}
 }
 
-// copyTree copies the files under src (relative to root) into dst.
-func copyTree(t *testing.T, root, dst string, rels ...string) {
-	t.Helper()
-	for _, rel := range rels {
-		err := filepath.WalkDir(filepath.Join(root, rel), func(p string, d fs.DirEntry, err error) error {
-			if err != nil {
-				return err
-			}
-			r, err := filepath.Rel(root, p)
-			if err != nil {
-				return err
-			}
-			if d.IsDir() {
-				return os.MkdirAll(filepath.Join(dst, r), 0o755)
-			}
-			data, err := os.ReadFile(p)
-			if err != nil {
-				return err
-			}
-			return os.WriteFile(filepath.Join(dst, r), data, 0o644)
-		})
-		if err != nil {
-			t.Fatalf("copying %s: %v", rel, err)
-		}
-	}
-}
-
 // toyTree copies nixos/ and examples/toy into a fresh git work tree (files
 // added, nothing committed: Nix reads the dirty tree), with message.txt
 // replaced when message is not empty.
 func toyTree(t *testing.T, git, message string) string {
 	t.Helper()
 	tree := t.TempDir()
-	copyTree(t, repoRoot(t), tree, "nixos", "examples/toy")
+	testenv.CopyTree(t, testenv.RepoRoot(t), tree, "nixos", "examples/toy")
 	if message != "" {
 		if err := os.WriteFile(filepath.Join(tree, "examples", "toy", "message.txt"), []byte(message), 0o644); err != nil {
 			t.Fatal(err)
@@ -481,8 +403,8 @@ func toyTree(t *testing.T, git, message string) string {
 // what depends on it, and nothing else (what the frontend's "change one
 // derivation" tests rely on). Evaluation only.
 func TestToyOneChange(t *testing.T) {
-	nix := need(t, "nix")
-	git := need(t, "git")
+	nix := testenv.Need(t, "nix")
+	git := testenv.Need(t, "git")
 	parts := func(tree string) map[string]string {
 		t.Helper()
 		r := run(t, tree, nix, "eval", "--json", "git+file://"+tree+"?dir=examples/toy#nixosConfigurations.toy.parts",
@@ -516,15 +438,15 @@ func TestToyOneChange(t *testing.T) {
 // Nix also takes path:…?dir=) from a copy holding only nixos/ and examples/toy,
 // so stray files of the work tree are not copied into the store.
 func TestToyImageSpec(t *testing.T) {
-	nix := need(t, "nix")
-	git := need(t, "git")
+	nix := testenv.Need(t, "nix")
+	git := testenv.Need(t, "git")
 	if _, err := os.Stat("/bin/busybox"); err != nil {
-		if inCI() {
+		if testenv.InCI() {
 			t.Fatalf("/bin/busybox missing (CI must install busybox-static): %v", err)
 		}
 		t.Skipf("/bin/busybox missing (apt-get install busybox-static): %v", err)
 	}
-	root := repoRoot(t)
+	root := testenv.RepoRoot(t)
 	tree := toyTree(t, git, "")
 	ref := "git+file://" + tree + "?dir=examples/toy#nixosConfigurations.toy.config.system.build.dockerImageSpec"
 	r := run(t, tree, nix, "build", "--no-link", "--json", ref)
@@ -608,7 +530,7 @@ func TestToyImageSpec(t *testing.T) {
 
 	// The spec references its whole closure, so a derivation that takes the
 	// spec as input (system.build.dockerImage) sees every path it lists.
-	nixStore := need(t, "nix-store")
+	nixStore := testenv.Need(t, "nix-store")
 	r = run(t, tree, nixStore, "--query", "--requisites", out)
 	if r.err != nil {
 		t.Fatalf("nix-store -qR %s: %v\n%s", out, r.err, r.stderr)
@@ -714,7 +636,7 @@ func TestFlakeOutputs(t *testing.T) {
 		}
 	}
 	// The overlay applies patches/systemd/262/series, in order.
-	series, err := os.ReadFile(filepath.Join(repoRoot(t), "patches", "systemd", "262", "series"))
+	series, err := os.ReadFile(filepath.Join(testenv.RepoRoot(t), "patches", "systemd", "262", "series"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -734,15 +656,15 @@ func TestFlakeOutputs(t *testing.T) {
 // toplevel the stub's, and reads it with the Go parser: the module's image
 // config and skeleton decode into the Go types and pass validation.
 func TestModuleSpecBuilds(t *testing.T) {
-	nixBuild := need(t, "nix-build")
-	lib := nixpkgsLib(t)
+	nixBuild := testenv.Need(t, "nix-build")
+	lib := testenv.NixpkgsLib(t)
 	if _, err := os.Stat("/bin/busybox"); err != nil {
-		if inCI() {
+		if testenv.InCI() {
 			t.Fatalf("/bin/busybox missing (CI must install busybox-static): %v", err)
 		}
 		t.Skipf("/bin/busybox missing (apt-get install busybox-static): %v", err)
 	}
-	root := repoRoot(t)
+	root := testenv.RepoRoot(t)
 	r := run(t, root, nixBuild, "--no-out-link", filepath.Join(root, "nixos", "tests", "cases.nix"),
 		"--arg", "lib", "import "+lib, "-A", "buildableSpec")
 	if r.err != nil {
@@ -780,16 +702,16 @@ func TestModuleSpecBuilds(t *testing.T) {
 // the assembler being this repository's cmd/nixos2docker-assemble built here,
 // and checks the archive is what `docker load` reads.
 func TestModuleImageBuilds(t *testing.T) {
-	nixBuild := need(t, "nix-build")
-	goTool := need(t, "go")
-	lib := nixpkgsLib(t)
+	nixBuild := testenv.Need(t, "nix-build")
+	goTool := testenv.Need(t, "go")
+	lib := testenv.NixpkgsLib(t)
 	if _, err := os.Stat("/bin/busybox"); err != nil {
-		if inCI() {
+		if testenv.InCI() {
 			t.Fatalf("/bin/busybox missing (CI must install busybox-static): %v", err)
 		}
 		t.Skipf("/bin/busybox missing (apt-get install busybox-static): %v", err)
 	}
-	root := repoRoot(t)
+	root := testenv.RepoRoot(t)
 	bin := filepath.Join(t.TempDir(), "nixos2docker-assemble")
 	if r := run(t, root, goTool, "build", "-o", bin, "./cmd/nixos2docker-assemble"); r.err != nil {
 		t.Fatalf("go build ./cmd/nixos2docker-assemble: %v\n%s", r.err, r.stderr)

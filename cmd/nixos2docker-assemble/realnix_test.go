@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nixos2docker/nixos2docker/internal/testenv"
 	"github.com/nixos2docker/nixos2docker/nixeval/imagespec"
 )
 
@@ -22,12 +23,12 @@ import (
 // real nixos/lib/image-spec.nix with Debian's Nix, assembled from the real
 // /nix/store. Skipped without nix, git and busybox-static (failing in CI).
 func TestAssembleToyFromRealStore(t *testing.T) {
-	nix, git := need(t, "nix"), need(t, "git")
+	nix, git := testenv.Need(t, "nix"), testenv.Need(t, "git")
 	if _, err := os.Stat("/bin/busybox"); err != nil {
-		skipOrFail(t, "/bin/busybox missing (apt-get install busybox-static): %v", err)
+		testenv.SkipOrFail(t, "/bin/busybox missing (apt-get install busybox-static): %v", err)
 	}
 	tree := t.TempDir()
-	copyDirs(t, "../..", tree, "nixos", "examples/toy")
+	testenv.CopyTree(t, "../..", tree, "nixos", "examples/toy")
 	for _, args := range [][]string{{"init", "-q"}, {"add", "-A"}} {
 		if out, err := command(tree, git, args...); err != nil {
 			t.Fatalf("git %v: %v\n%s", args, err, out)
@@ -184,61 +185,17 @@ func readTar(t *testing.T, data []byte) map[string]tarEntry {
 	}
 }
 
-func need(t *testing.T, tool string) string {
-	t.Helper()
-	p, err := exec.LookPath(tool)
-	if err != nil {
-		skipOrFail(t, "%s not found on PATH: %v", tool, err)
-	}
-	return p
-}
-
-func skipOrFail(t *testing.T, format string, args ...any) {
-	t.Helper()
-	if os.Getenv("CI") != "" {
-		t.Fatalf(format, args...)
-	}
-	t.Skipf(format, args...)
-}
-
 // command runs a tool with Debian's Nix configured to work offline as root.
 func command(dir, name string, args ...string) (string, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, name, args...)
 	cmd.Dir = dir
-	cmd.Env = append(os.Environ(), "NIX_CONFIG=build-users-group =\nsubstituters =\nexperimental-features = nix-command flakes\nsandbox = false")
+	cmd.Env = append(os.Environ(), "NIX_CONFIG="+testenv.NixConfig)
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	if err := cmd.Run(); err != nil {
 		return stdout.String() + stderr.String(), err
 	}
 	return stdout.String(), nil
-}
-
-// copyDirs copies the trees rels from root into dst.
-func copyDirs(t *testing.T, root, dst string, rels ...string) {
-	t.Helper()
-	for _, rel := range rels {
-		err := filepath.WalkDir(filepath.Join(root, rel), func(p string, d fs.DirEntry, err error) error {
-			if err != nil {
-				return err
-			}
-			r, err := filepath.Rel(root, p)
-			if err != nil {
-				return err
-			}
-			if d.IsDir() {
-				return os.MkdirAll(filepath.Join(dst, r), 0o755)
-			}
-			data, err := os.ReadFile(p)
-			if err != nil {
-				return err
-			}
-			return os.WriteFile(filepath.Join(dst, r), data, 0o644)
-		})
-		if err != nil {
-			t.Fatalf("copying %s: %v", rel, err)
-		}
-	}
 }

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/nixos2docker/nixos2docker/e2e/harness"
+	"github.com/nixos2docker/nixos2docker/internal/testenv"
 )
 
 // Environment variables hack/systemd-e2e sets: root filesystem tars from hack/systemd-build.
@@ -47,11 +48,6 @@ var (
 	bootLinesRe = regexp.MustCompile(`systemd 2\d\d.* running in system mode|Welcome to |Reached target`)
 )
 
-func inCI() bool {
-	v := strings.ToLower(os.Getenv("CI"))
-	return v != "" && v != "false" && v != "0"
-}
-
 // figure is one row of the printed (never asserted) measurements.
 type figure struct {
 	image, mode, boot, stop, exit string
@@ -73,7 +69,7 @@ func TestSystemdInDocker(t *testing.T) {
 	stockTar, patchedTar := os.Getenv(envStock), os.Getenv(envPatched)
 	if stockTar == "" || patchedTar == "" {
 		msg := fmt.Sprintf("needs %s and %s: run hack/systemd-e2e, which builds stock and patched systemd and a Docker engine", envStock, envPatched)
-		if inCI() {
+		if testenv.InCI() {
 			t.Fatal(msg + " (CI is set: not skipping)")
 		}
 		t.Skip(msg)
