@@ -6,13 +6,15 @@ FROM ${GO_IMAGE} AS build
 ARG GOPROXY=https://proxy.golang.org,direct
 ENV CGO_ENABLED=0 GOFLAGS=-trimpath GOPROXY=${GOPROXY}
 WORKDIR /src
+# The frontend module (BuildKit) requires the root module through a replace directive.
 COPY go.mod go.sum ./
+COPY frontend/go.mod frontend/go.sum ./frontend/
 RUN --mount=type=cache,id=nixos2docker-gomod,target=/root/go/pkg/mod \
-    go mod download
+    go -C frontend mod download
 COPY . .
 RUN --mount=type=cache,id=nixos2docker-gomod,target=/root/go/pkg/mod \
     --mount=type=cache,id=nixos2docker-gobuild,target=/root/.cache/go-build \
-    go build -ldflags "-s -w" -o /out/nixos2docker-frontend ./frontend/cmd/nixos2docker-frontend
+    go -C frontend build -ldflags "-s -w" -o /out/nixos2docker-frontend ./cmd/nixos2docker-frontend
 
 FROM scratch
 # What BuildKit checks before it runs the frontend: it answers subrequests

@@ -9,11 +9,11 @@ import (
 	"github.com/moby/buildkit/client/llb"
 	"github.com/moby/buildkit/solver/pb"
 	nixos2docker "github.com/nixos2docker/nixos2docker"
-	"github.com/nixos2docker/nixos2docker/frontend/nixfile"
+	"github.com/nixos2docker/nixos2docker/frontend/nix2llb"
+	"github.com/nixos2docker/nixos2docker/imagespec"
 	"github.com/nixos2docker/nixos2docker/layers"
-	nixllb "github.com/nixos2docker/nixos2docker/llb"
 	"github.com/nixos2docker/nixos2docker/nixeval"
-	"github.com/nixos2docker/nixos2docker/nixeval/imagespec"
+	"github.com/nixos2docker/nixos2docker/nixfile"
 	ocispecs "github.com/opencontainers/image-spec/specs-go/v1"
 )
 
@@ -121,7 +121,7 @@ func newStage(req Request, targets bool) (*Stage, error) {
 	if err != nil {
 		return nil, err
 	}
-	b := nixllb.Builder{
+	b := nix2llb.Builder{
 		Image:          req.Options.Builder,
 		Platform:       req.Platform,
 		System:         p.System,
@@ -138,7 +138,7 @@ func newStage(req Request, targets bool) (*Stage, error) {
 	if loc := bodyLocation(req.SourceMap, req.File); loc != nil {
 		b.Constraints = append(b.Constraints, loc)
 	}
-	st, err := nixllb.BuilderStage(b)
+	st, err := nix2llb.BuilderStage(b)
 	if err != nil {
 		return nil, err
 	}
@@ -164,12 +164,12 @@ type ImageOptions struct {
 }
 
 // Image returns the image for the spec the stage produced.
-func (s *Stage) Image(spec *imagespec.Spec, o ImageOptions) (*nixllb.Image, error) {
+func (s *Stage) Image(spec *imagespec.Spec, o ImageOptions) (*nix2llb.Image, error) {
 	return NewImage(s.State, s.Invocation.OutDir, spec, o)
 }
 
 // NewImage lays out a spec's closure from a builder stage's output.
-func NewImage(store llb.State, outDir string, spec *imagespec.Spec, o ImageOptions) (*nixllb.Image, error) {
+func NewImage(store llb.State, outDir string, spec *imagespec.Spec, o ImageOptions) (*nix2llb.Image, error) {
 	if err := spec.Validate(); err != nil {
 		return nil, err
 	}
@@ -178,11 +178,11 @@ func NewImage(store llb.State, outDir string, spec *imagespec.Spec, o ImageOptio
 	if err != nil {
 		return nil, fmt.Errorf("assign layers: %w", err)
 	}
-	in := make([]nixllb.Layer, len(ls))
+	in := make([]nix2llb.Layer, len(ls))
 	for i, l := range ls {
-		in[i] = nixllb.Layer{Paths: l.Paths, Size: l.Size}
+		in[i] = nix2llb.Layer{Paths: l.Paths, Size: l.Size}
 	}
-	return nixllb.NewImage(nixllb.ImageInput{
+	return nix2llb.NewImage(nix2llb.ImageInput{
 		Spec:        spec,
 		Layers:      in,
 		Store:       store,

@@ -14,8 +14,8 @@ import (
 	"github.com/containerd/platforms"
 	"github.com/moby/buildkit/client/llb"
 	"github.com/moby/buildkit/frontend/dockerui"
-	nixllb "github.com/nixos2docker/nixos2docker/llb"
-	"github.com/nixos2docker/nixos2docker/nixeval/imagespec"
+	"github.com/nixos2docker/nixos2docker/frontend/nix2llb"
+	"github.com/nixos2docker/nixos2docker/imagespec"
 	ocispecs "github.com/opencontainers/image-spec/specs-go/v1"
 )
 
@@ -85,7 +85,7 @@ func debugLLB(ctx context.Context, args []string, stdout, stderr io.Writer, modu
 		if err := enc.Encode(map[string]string{"stage": "builder", "platform": id, "system": stage.Plan.System}); err != nil {
 			return err
 		}
-		if err := nixllb.Dump(ctx, stdout, stage.State, platformOpt(p)); err != nil {
+		if err := nix2llb.Dump(ctx, stdout, stage.State, platformOpt(p)); err != nil {
 			return err
 		}
 		if spec == nil {
@@ -101,7 +101,7 @@ func debugLLB(ctx context.Context, args []string, stdout, stderr io.Writer, modu
 		if err := enc.Encode(map[string]string{"stage": "image", "platform": id}); err != nil {
 			return err
 		}
-		if err := nixllb.Dump(ctx, stdout, img.State, platformOpt(p)); err != nil {
+		if err := nix2llb.Dump(ctx, stdout, img.State, platformOpt(p)); err != nil {
 			return err
 		}
 		if err := enc.Encode(map[string]any{"stage": "config", "platform": id, "config": img.Config}); err != nil {

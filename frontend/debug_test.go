@@ -22,7 +22,7 @@ var testModule = fstest.MapFS{
 	"nixos/docker-image.nix": {Data: []byte("{ ... }: { }\n")},
 }
 
-const specFixture = "../nixeval/imagespec/testdata/spec-v1.json"
+const specFixture = "../imagespec/testdata/spec-v1.json"
 
 var digestRe = regexp.MustCompile(`sha256:[0-9a-f]{64}`)
 

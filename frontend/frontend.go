@@ -34,9 +34,9 @@ import (
 	"github.com/moby/buildkit/frontend/subrequests/outline"
 	"github.com/moby/buildkit/frontend/subrequests/targets"
 	"github.com/moby/buildkit/solver/pb"
-	"github.com/nixos2docker/nixos2docker/frontend/nixfile"
+	"github.com/nixos2docker/nixos2docker/imagespec"
 	"github.com/nixos2docker/nixos2docker/nixeval"
-	"github.com/nixos2docker/nixos2docker/nixeval/imagespec"
+	"github.com/nixos2docker/nixos2docker/nixfile"
 	ocispecs "github.com/opencontainers/image-spec/specs-go/v1"
 )
 

@@ -7,7 +7,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nixos2docker/nixos2docker/nixeval/imagespec"
+	"github.com/nixos2docker/nixos2docker/imagespec"
 )
 
 func TestParseOptions(t *testing.T) {

@@ -15,7 +15,7 @@ import (
 	"github.com/moby/buildkit/frontend/gateway/client"
 	gwpb "github.com/moby/buildkit/frontend/gateway/pb"
 	"github.com/moby/buildkit/solver/result"
-	"github.com/nixos2docker/nixos2docker/nixeval/imagespec"
+	"github.com/nixos2docker/nixos2docker/imagespec"
 	"github.com/nixos2docker/nixos2docker/storepath"
 	ocispecs "github.com/opencontainers/image-spec/specs-go/v1"
 	"github.com/spdx/tools-golang/spdx/v2/common"

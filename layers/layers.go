@@ -79,7 +79,7 @@ import (
 	"slices"
 	"strings"
 
-	"github.com/nixos2docker/nixos2docker/nixeval/imagespec"
+	"github.com/nixos2docker/nixos2docker/imagespec"
 	"github.com/nixos2docker/nixos2docker/storepath"
 )
 

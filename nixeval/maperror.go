@@ -6,7 +6,7 @@ import (
 	"strconv"
 	"strings"
 
-	"github.com/nixos2docker/nixos2docker/frontend/nixfile"
+	"github.com/nixos2docker/nixos2docker/nixfile"
 )
 
 var (

@@ -10,7 +10,7 @@ import (
 	"testing"
 	"testing/fstest"
 
-	"github.com/nixos2docker/nixos2docker/frontend/nixfile"
+	"github.com/nixos2docker/nixos2docker/nixfile"
 	ocispecs "github.com/opencontainers/image-spec/specs-go/v1"
 )
 

@@ -1,7 +1,7 @@
 package nixeval
 
 import (
-	"github.com/nixos2docker/nixos2docker/frontend/nixfile"
+	"github.com/nixos2docker/nixos2docker/nixfile"
 	ocispecs "github.com/opencontainers/image-spec/specs-go/v1"
 )
 

@@ -13,8 +13,8 @@ import (
 	"testing/fstest"
 	"time"
 
+	"github.com/nixos2docker/nixos2docker/imagespec"
 	"github.com/nixos2docker/nixos2docker/internal/testenv"
-	"github.com/nixos2docker/nixos2docker/nixeval/imagespec"
 )
 
 // needNix skips (or, under CI, fails) when Nix's tools are not installed.

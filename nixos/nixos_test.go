@@ -4,7 +4,7 @@
 // module's own spec and image derivations build (busybox standing in for
 // nixpkgs' tools, a stub toplevel, this repository's assembler), and the toy
 // example's image spec, built by the real nixos/lib/image-spec.nix, is read by
-// the Go parser of the spec (nixeval/imagespec), so the writer and the reader
+// the Go parser of the spec (imagespec), so the writer and the reader
 // cannot drift apart.
 //
 // What cannot run here: a real NixOS closure (no nixpkgs on these machines)
@@ -33,8 +33,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nixos2docker/nixos2docker/imagespec"
 	"github.com/nixos2docker/nixos2docker/internal/testenv"
-	"github.com/nixos2docker/nixos2docker/nixeval/imagespec"
 )
 
 type result struct {

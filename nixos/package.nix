@@ -4,22 +4,22 @@
 # layers. Used by system.build.dockerImage and the flake's packages.
 {
   lib,
+  # nixpkgs' default Go: the root Go module keeps its `go` line at or below
+  # the floor hack/go-floor checks, so no versioned builder (which nixpkgs
+  # turns into a throw when it retires that Go) is needed.
   buildGoModule,
-  # go.mod asks for Go 1.26: prefer nixpkgs' Go 1.26 builder where the
-  # default Go is older (null when this nixpkgs has none).
-  buildGo126Module ? null,
 }:
-(if buildGo126Module != null then buildGo126Module else buildGoModule) {
+buildGoModule {
   pname = "nixos2docker";
   version = "0.1.0";
 
-  # Only the Go sources of the repository: changes to docs, Nix files or
-  # patches do not rebuild the tools.
+  # Only the root Go module's sources: changes to docs, Nix files, patches or
+  # the frontend module (BuildKit, nested in frontend/) do not rebuild the tools.
   src = lib.fileset.toSource {
     root = ../.;
-    fileset = lib.fileset.fileFilter (
+    fileset = lib.fileset.difference (lib.fileset.fileFilter (
       f: f.hasExt "go" || f.name == "go.mod" || f.name == "go.sum"
-    ) ../.;
+    ) ../.) ../frontend;
   };
 
   vendorHash = import ./vendor-hash.nix;

@@ -25,8 +25,8 @@ import (
 	"time"
 
 	"github.com/nixos2docker/nixos2docker/archive"
+	"github.com/nixos2docker/nixos2docker/imagespec"
 	"github.com/nixos2docker/nixos2docker/layers"
-	"github.com/nixos2docker/nixos2docker/nixeval/imagespec"
 )
 
 func main() {

@@ -13,11 +13,11 @@ import (
 	"time"
 
 	dockerspec "github.com/moby/docker-image-spec/specs-go/v1"
-	"github.com/nixos2docker/nixos2docker/nixeval/imagespec"
+	"github.com/nixos2docker/nixos2docker/imagespec"
 )
 
 // fixture is the spec both sides of the contract test against.
-const fixture = "../../nixeval/imagespec/testdata/spec-v1.json"
+const fixture = "../../imagespec/testdata/spec-v1.json"
 
 // fakeStore makes a store holding every path of the fixture's closure.
 func fakeStore(t *testing.T) (store string, spec *imagespec.Spec) {

@@ -15,8 +15,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nixos2docker/nixos2docker/imagespec"
 	"github.com/nixos2docker/nixos2docker/internal/testenv"
-	"github.com/nixos2docker/nixos2docker/nixeval/imagespec"
 )
 
 // The Nix-native face end to end: the toy example's image spec, built by the

@@ -44,7 +44,8 @@ func Need(t testing.TB, tool string) string {
 }
 
 // RepoRoot is the repository's root: the nearest directory above the test's
-// working directory that holds go.mod.
+// working directory that holds flake.nix and go.mod (the frontend's nested
+// module has a go.mod of its own, no flake.nix).
 func RepoRoot(t testing.TB) string {
 	t.Helper()
 	dir, err := os.Getwd()
@@ -53,11 +54,13 @@ func RepoRoot(t testing.TB) string {
 	}
 	for {
 		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
-			return dir
+			if _, err := os.Stat(filepath.Join(dir, "flake.nix")); err == nil {
+				return dir
+			}
 		}
 		parent := filepath.Dir(dir)
 		if parent == dir {
-			t.Fatal("no go.mod above the test's working directory")
+			t.Fatal("no go.mod and flake.nix above the test's working directory")
 		}
 		dir = parent
 	}

@@ -2,7 +2,7 @@
 # the toy example: the spec version and the root-filesystem skeleton, i.e.
 # everything of the image outside /nix/store. Pure Nix, no nixpkgs.
 rec {
-  # Must equal imagespec.Version in nixeval/imagespec/imagespec.go.
+  # Must equal imagespec.Version in imagespec/imagespec.go.
   version = 1;
 
   dir = path: mode: {

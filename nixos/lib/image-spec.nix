@@ -1,5 +1,5 @@
 # The image-spec derivation: the only writer of the image spec (version 1),
-# whose only reader is the Go package nixeval/imagespec.
+# whose only reader is the Go package imagespec.
 #
 # The derivation's own structured attributes ARE the spec: with
 # __structuredAttrs, Nix writes every attribute to .attrs.json and replaces
@@ -65,7 +65,7 @@ derivation {
   builder = shell;
   __structuredAttrs = true;
 
-  # The spec (see nixeval/imagespec/imagespec.go for every field).
+  # The spec (see imagespec/imagespec.go for every field).
   version = specLib.version;
   inherit
     imageName

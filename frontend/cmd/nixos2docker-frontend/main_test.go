@@ -41,7 +41,7 @@ func run(t *testing.T, args ...string) (string, string, int) {
 
 func TestLLBCommand(t *testing.T) {
 	out, stderr, code := run(t, "llb", "-f", "../../testdata/flake.nix2docker", "--opt", "platform=linux/amd64",
-		"--spec", "../../../nixeval/imagespec/testdata/spec-v1.json")
+		"--spec", "../../../imagespec/testdata/spec-v1.json")
 	if code != 0 {
 		t.Fatalf("exit %d: %s", code, stderr)
 	}

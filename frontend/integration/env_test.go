@@ -3,7 +3,6 @@ package integration
 import (
 	"bytes"
 	"context"
-	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -58,29 +57,8 @@ func requireEnv(t *testing.T) *testEnv {
 	if bin := os.Getenv("N2D_BIN"); bin != "" {
 		e.Buildctl = filepath.Join(bin, "buildctl")
 	}
-	repo, err := repoRoot()
-	if err != nil {
-		t.Fatal(err)
-	}
-	e.Repo = repo
+	e.Repo = testenv.RepoRoot(t)
 	return e
-}
-
-func repoRoot() (string, error) {
-	dir, err := os.Getwd()
-	if err != nil {
-		return "", fmt.Errorf("repo root: %w", err)
-	}
-	for {
-		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
-			return dir, nil
-		}
-		parent := filepath.Dir(dir)
-		if parent == dir {
-			return "", errors.New("repo root: no go.mod above the working directory")
-		}
-		dir = parent
-	}
 }
 
 // client connects to the env's buildkitd; closed when the test ends.

@@ -1,4 +1,4 @@
-package llb_test
+package nix2llb_test
 
 import (
 	"context"
@@ -11,16 +11,16 @@ import (
 
 	"github.com/moby/buildkit/client/llb"
 	"github.com/moby/buildkit/solver/pb"
+	"github.com/nixos2docker/nixos2docker/frontend/nix2llb"
+	"github.com/nixos2docker/nixos2docker/imagespec"
 	"github.com/nixos2docker/nixos2docker/layers"
-	nixllb "github.com/nixos2docker/nixos2docker/llb"
-	"github.com/nixos2docker/nixos2docker/nixeval/imagespec"
 	digest "github.com/opencontainers/go-digest"
 	ocispecs "github.com/opencontainers/image-spec/specs-go/v1"
 )
 
 func loadSpec(t *testing.T) *imagespec.Spec {
 	t.Helper()
-	data, err := os.ReadFile("../nixeval/imagespec/testdata/spec-v1.json")
+	data, err := os.ReadFile("../../imagespec/testdata/spec-v1.json")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -31,15 +31,15 @@ func loadSpec(t *testing.T) *imagespec.Spec {
 	return s
 }
 
-func assign(t *testing.T, s *imagespec.Spec, max int) []nixllb.Layer {
+func assign(t *testing.T, s *imagespec.Spec, max int) []nix2llb.Layer {
 	t.Helper()
 	ls, err := layers.Assign(layers.FromSpec(s), layers.Options{MaxLayers: max, Toplevel: s.Toplevel})
 	if err != nil {
 		t.Fatal(err)
 	}
-	out := make([]nixllb.Layer, len(ls))
+	out := make([]nix2llb.Layer, len(ls))
 	for i, l := range ls {
-		out[i] = nixllb.Layer{Paths: l.Paths, Size: l.Size}
+		out[i] = nix2llb.Layer{Paths: l.Paths, Size: l.Size}
 	}
 	return out
 }
@@ -74,11 +74,11 @@ func marshal(t *testing.T, st llb.State) *defOps {
 	return d
 }
 
-func testImage(t *testing.T, epoch *time.Time) (*imagespec.Spec, []nixllb.Layer, *nixllb.Image) {
+func testImage(t *testing.T, epoch *time.Time) (*imagespec.Spec, []nix2llb.Layer, *nix2llb.Image) {
 	s := loadSpec(t)
 	ls := assign(t, s, s.MaxLayers-1)
 	store := llb.Image("localhost:5000/builder").Run(llb.Shlex("true")).Root()
-	img, err := nixllb.NewImage(nixllb.ImageInput{
+	img, err := nix2llb.NewImage(nix2llb.ImageInput{
 		Spec: s, Layers: ls, Store: store, StoreDir: "/out/nix/store",
 		Platform: ocispecs.Platform{OS: "linux", Architecture: "amd64"},
 		Epoch:    epoch,
@@ -283,15 +283,15 @@ func TestImageBadLayers(t *testing.T) {
 		all = append(all, l.Paths...)
 	}
 	cases := map[string]struct {
-		layers []nixllb.Layer
+		layers []nix2llb.Layer
 		max    int
 		want   string
 	}{
-		"duplicate": {append(ls, nixllb.Layer{Paths: all[:1]}), 0, "is in layers"},
-		"missing":   {[]nixllb.Layer{{Paths: all[1:]}}, 0, "is in no layer"},
-		"foreign":   {append(ls, nixllb.Layer{Paths: []string{"/nix/store/00000000000000000000000000000000-x"}}), 0, "not in the closure"},
+		"duplicate": {append(ls, nix2llb.Layer{Paths: all[:1]}), 0, "is in layers"},
+		"missing":   {[]nix2llb.Layer{{Paths: all[1:]}}, 0, "is in no layer"},
+		"foreign":   {append(ls, nix2llb.Layer{Paths: []string{"/nix/store/00000000000000000000000000000000-x"}}), 0, "not in the closure"},
 		"too many":  {ls, len(ls), "exceed maxLayers"},
-		"empty":     {append(ls, nixllb.Layer{}), 0, "is empty"},
+		"empty":     {append(ls, nix2llb.Layer{}), 0, "is empty"},
 		"no layers": {nil, 0, "no layers"},
 	}
 	for name, c := range cases {
@@ -300,7 +300,7 @@ func TestImageBadLayers(t *testing.T) {
 			if c.max != 0 {
 				sp.MaxLayers = c.max
 			}
-			_, err := nixllb.NewImage(nixllb.ImageInput{Spec: &sp, Layers: c.layers, Store: store, StoreDir: "/out/nix/store"})
+			_, err := nix2llb.NewImage(nix2llb.ImageInput{Spec: &sp, Layers: c.layers, Store: store, StoreDir: "/out/nix/store"})
 			if err == nil || !strings.Contains(err.Error(), c.want) {
 				t.Fatalf("error %v, want one containing %q", err, c.want)
 			}
@@ -310,7 +310,7 @@ func TestImageBadLayers(t *testing.T) {
 
 func TestImageIgnoreCache(t *testing.T) {
 	s := loadSpec(t)
-	img, err := nixllb.NewImage(nixllb.ImageInput{
+	img, err := nix2llb.NewImage(nix2llb.ImageInput{
 		Spec: s, Layers: assign(t, s, s.MaxLayers-1), Store: llb.Scratch(), StoreDir: "/out/nix/store", IgnoreCache: true,
 	})
 	if err != nil {
@@ -348,7 +348,7 @@ func syntheticSpec(n int) *imagespec.Spec {
 }
 
 func loadSpecNoT() *imagespec.Spec {
-	data, err := os.ReadFile("../nixeval/imagespec/testdata/spec-v1.json")
+	data, err := os.ReadFile("../../imagespec/testdata/spec-v1.json")
 	if err != nil {
 		panic(err)
 	}
@@ -367,14 +367,14 @@ func BenchmarkNewImage(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	in := make([]nixllb.Layer, len(ls))
+	in := make([]nix2llb.Layer, len(ls))
 	for i, l := range ls {
-		in[i] = nixllb.Layer{Paths: l.Paths, Size: l.Size}
+		in[i] = nix2llb.Layer{Paths: l.Paths, Size: l.Size}
 	}
 	store := llb.Image("localhost:5000/builder").Run(llb.Shlex("true")).Root()
 	b.ResetTimer()
 	for b.Loop() {
-		img, err := nixllb.NewImage(nixllb.ImageInput{Spec: s, Layers: in, Store: store, StoreDir: "/out/nix/store"})
+		img, err := nix2llb.NewImage(nix2llb.ImageInput{Spec: s, Layers: in, Store: store, StoreDir: "/out/nix/store"})
 		if err != nil {
 			b.Fatal(err)
 		}

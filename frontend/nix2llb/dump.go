@@ -1,4 +1,4 @@
-package llb
+package nix2llb
 
 import (
 	"context"

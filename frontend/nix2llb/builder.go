@@ -6,7 +6,7 @@
 // It knows nothing about files or options: the frontend parses those and
 // hands over plain values, so the same code serves the gateway frontend, the
 // daemon-free `llb` debug command and the tests.
-package llb
+package nix2llb
 
 import (
 	"fmt"

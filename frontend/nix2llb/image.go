@@ -1,4 +1,4 @@
-package llb
+package nix2llb
 
 import (
 	"fmt"
@@ -11,8 +11,8 @@ import (
 	"github.com/containerd/platforms"
 	"github.com/moby/buildkit/client/llb"
 	dockerspec "github.com/moby/docker-image-spec/specs-go/v1"
+	"github.com/nixos2docker/nixos2docker/imagespec"
 	"github.com/nixos2docker/nixos2docker/layers"
-	"github.com/nixos2docker/nixos2docker/nixeval/imagespec"
 	ocispecs "github.com/opencontainers/image-spec/specs-go/v1"
 )
 

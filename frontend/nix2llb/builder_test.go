@@ -1,4 +1,4 @@
-package llb_test
+package nix2llb_test
 
 import (
 	"strings"
@@ -6,14 +6,14 @@ import (
 
 	"github.com/moby/buildkit/client/llb"
 	"github.com/moby/buildkit/solver/pb"
-	nixllb "github.com/nixos2docker/nixos2docker/llb"
+	"github.com/nixos2docker/nixos2docker/frontend/nix2llb"
 	"github.com/nixos2docker/nixos2docker/nixeval"
 	digest "github.com/opencontainers/go-digest"
 	ocispecs "github.com/opencontainers/image-spec/specs-go/v1"
 )
 
-func testBuilder() nixllb.Builder {
-	return nixllb.Builder{
+func testBuilder() nix2llb.Builder {
+	return nix2llb.Builder{
 		Image:    "localhost:5000/nixos2docker/builder",
 		Platform: ocispecs.Platform{OS: "linux", Architecture: "arm64"},
 		System:   "aarch64-linux",
@@ -32,7 +32,7 @@ func testBuilder() nixllb.Builder {
 }
 
 func TestBuilderStage(t *testing.T) {
-	st, err := nixllb.BuilderStage(testBuilder())
+	st, err := nix2llb.BuilderStage(testBuilder())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -106,7 +106,7 @@ func TestBuilderStageNetwork(t *testing.T) {
 	b := testBuilder()
 	b.Invocation.Network = true
 	b.IgnoreCache = true
-	st, err := nixllb.BuilderStage(b)
+	st, err := nix2llb.BuilderStage(b)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -117,17 +117,17 @@ func TestBuilderStageNetwork(t *testing.T) {
 }
 
 func TestBuilderStageBad(t *testing.T) {
-	for name, mod := range map[string]func(*nixllb.Builder){
-		"no image":      func(b *nixllb.Builder) { b.Image = "" },
-		"no args":       func(b *nixllb.Builder) { b.Invocation.Args = nil },
-		"relative dir":  func(b *nixllb.Builder) { b.Invocation.OutDir = "out" },
-		"bad env":       func(b *nixllb.Builder) { b.Invocation.Env = []string{"X"} },
-		"escaping file": func(b *nixllb.Builder) { b.Invocation.Files = map[string][]byte{"../x": nil} },
+	for name, mod := range map[string]func(*nix2llb.Builder){
+		"no image":      func(b *nix2llb.Builder) { b.Image = "" },
+		"no args":       func(b *nix2llb.Builder) { b.Invocation.Args = nil },
+		"relative dir":  func(b *nix2llb.Builder) { b.Invocation.OutDir = "out" },
+		"bad env":       func(b *nix2llb.Builder) { b.Invocation.Env = []string{"X"} },
+		"escaping file": func(b *nix2llb.Builder) { b.Invocation.Files = map[string][]byte{"../x": nil} },
 	} {
 		t.Run(name, func(t *testing.T) {
 			b := testBuilder()
 			mod(&b)
-			if _, err := nixllb.BuilderStage(b); err == nil {
+			if _, err := nix2llb.BuilderStage(b); err == nil {
 				t.Fatal("no error")
 			}
 		})

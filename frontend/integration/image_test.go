@@ -17,7 +17,7 @@ import (
 	gwclient "github.com/moby/buildkit/frontend/gateway/client"
 	"github.com/tonistiigi/fsutil"
 
-	"github.com/nixos2docker/nixos2docker/nixeval/imagespec"
+	"github.com/nixos2docker/nixos2docker/imagespec"
 )
 
 // The toy example: a flake in examples/toy that imports ../../nixos/lib, so its build context
