@@ -1,7 +1,8 @@
-// Package archive writes a NixOS image spec and its store paths as an image
-// archive that `docker load` reads: the Nix-native face of nixos2docker
-// (system.build.dockerImage). It groups the closure with the layers package,
-// as the BuildKit frontend does, so both faces give the same layers.
+// Package archive writes an image model (package imagemodel) and its store
+// paths as an image archive that `docker load` reads: the Nix-native face of
+// nixos2docker (system.build.dockerImage). It only renders what the model
+// decided (layers, skeleton, config, times), as the BuildKit frontend renders
+// the same model as LLB, so both faces give the same layers.
 //
 // The archive is the one `docker save` writes since Docker 25: an OCI image
 // layout (oci-layout, index.json, blobs/sha256/…) plus Docker's
@@ -10,8 +11,8 @@
 //
 // Output is reproducible: the same spec and store give the same bytes. Tar
 // entries are in a fixed order (depth first, names sorted), owned by 0:0
-// without user or group names, store files keep their mode and get Nix's
-// mtime (1), and everything else gets Options.Created. A layer's digest must
+// without user or group names, store files keep their mode, and times are
+// the model's (StoreTime in the store, Created elsewhere). A layer's digest must
 // be known before its bytes are written (it names the blob), so each store
 // layer is read twice: once to hash it, once to write it, and a store that
 // changed in between is an error.
@@ -37,7 +38,7 @@ import (
 	"sync"
 	"time"
 
-	dockerspec "github.com/moby/docker-image-spec/specs-go/v1"
+	"github.com/nixos2docker/nixos2docker/imagemodel"
 	"github.com/nixos2docker/nixos2docker/imagespec"
 	"github.com/nixos2docker/nixos2docker/layers"
 	digest "github.com/opencontainers/go-digest"
@@ -46,17 +47,11 @@ import (
 	"golang.org/x/sync/errgroup"
 )
 
-// NixTime is the mtime Nix gives every file in the store.
-var NixTime = time.Unix(1, 0).UTC()
-
 // Options tune Write.
 type Options struct {
 	// StoreDir is where the closure's store paths are read from; default
 	// /nix/store. Paths keep their /nix/store name in the image.
 	StoreDir string
-	// Created is the image's creation time and the mtime of everything
-	// outside the store (SOURCE_DATE_EPOCH); default NixTime.
-	Created time.Time
 	// Progress, if set, is told about each layer as it is hashed (layers
 	// are hashed in parallel, so not in order) and written. It is never
 	// called concurrently.
@@ -89,46 +84,29 @@ type dockerManifest struct {
 
 // layer is one layer of the image, hashed.
 type layer struct {
-	paths    []string // store paths; nil for the skeleton
-	skeleton []byte   // the skeleton's tar
-	desc     string
-	size     int64 // content size for progress
+	imagemodel.Layer
+	skeleton []byte // the skeleton's tar; nil for store layers
 	blob     ocispec.Descriptor
 }
 
-// Write writes the image archive for s to w.
-func Write(ctx context.Context, w io.Writer, s *imagespec.Spec, opts Options) error {
-	if err := s.Validate(); err != nil {
-		return err
-	}
+// Write writes the image archive for m to w.
+func Write(ctx context.Context, w io.Writer, m *imagemodel.Model, opts Options) error {
 	if opts.StoreDir == "" {
 		opts.StoreDir = imagespec.StoreDir
 	}
-	if opts.Created.IsZero() {
-		opts.Created = NixTime
+	s := m.Spec
+	all := make([]*layer, 0, len(m.Layers))
+	for _, ml := range m.Layers {
+		l := &layer{Layer: ml}
+		if ml.Skeleton {
+			var skel bytes.Buffer
+			if err := writeSkeleton(&skel, m); err != nil {
+				return err
+			}
+			l.skeleton = skel.Bytes()
+		}
+		all = append(all, l)
 	}
-	opts.Created = opts.Created.UTC().Truncate(time.Second)
-	platform, err := Platform(s.System)
-	if err != nil {
-		return err
-	}
-	groups, err := layers.Assign(layers.FromSpec(s), layers.Options{MaxLayers: s.MaxLayers - 1, Toplevel: s.Toplevel})
-	if err != nil {
-		return fmt.Errorf("grouping the closure into layers: %w", err)
-	}
-	sizes := make(map[string]int64, len(s.Closure))
-	for _, p := range s.Closure {
-		sizes[p.Path] = p.NarSize
-	}
-	all := make([]*layer, 0, len(groups)+1)
-	for _, g := range groups {
-		all = append(all, &layer{paths: g.Paths, desc: layers.Describe(g.Paths, sizes), size: g.Size})
-	}
-	var skel bytes.Buffer
-	if err := writeSkeleton(&skel, s.Skeleton, opts.Created); err != nil {
-		return err
-	}
-	all = append(all, &layer{skeleton: skel.Bytes(), desc: "root skeleton", size: int64(skel.Len())})
 
 	// First pass: digests and sizes, a layer per core (hashing is CPU-bound
 	// once the store is in the page cache).
@@ -141,7 +119,7 @@ func Write(ctx context.Context, w io.Writer, s *imagespec.Spec, opts Options) er
 			report(opts, "hash", i, len(all), l)
 			mu.Unlock()
 			dw := &digestWriter{h: sha256.New()}
-			if err := l.write(ectx, dw, opts.StoreDir); err != nil {
+			if err := l.write(ectx, dw, opts.StoreDir, m.StoreTime); err != nil {
 				return err
 			}
 			l.blob = ocispec.Descriptor{MediaType: ocispec.MediaTypeImageLayer, Digest: dw.digest(), Size: dw.n}
@@ -152,7 +130,7 @@ func Write(ctx context.Context, w io.Writer, s *imagespec.Spec, opts Options) er
 		return err
 	}
 
-	config, err := imageConfig(s, platform, all, opts.Created)
+	config, err := imageConfig(m, all)
 	if err != nil {
 		return err
 	}
@@ -203,7 +181,7 @@ func Write(ctx context.Context, w io.Writer, s *imagespec.Spec, opts Options) er
 
 	// Second pass: the archive.
 	tw := tar.NewWriter(w)
-	ow := outer{tw: tw, t: opts.Created}
+	ow := outer{tw: tw, t: m.Created}
 	if err := ow.dir("blobs/"); err != nil {
 		return err
 	}
@@ -221,11 +199,11 @@ func Write(ctx context.Context, w io.Writer, s *imagespec.Spec, opts Options) er
 			return err
 		}
 		dw := &digestWriter{h: sha256.New(), w: tw}
-		if err := l.write(ctx, dw, opts.StoreDir); err != nil {
+		if err := l.write(ctx, dw, opts.StoreDir, m.StoreTime); err != nil {
 			return err
 		}
 		if dw.digest() != l.blob.Digest || dw.n != l.blob.Size {
-			return fmt.Errorf("layer %d/%d (%s) changed while the image was written: the store must not change", i+1, len(all), l.desc)
+			return fmt.Errorf("layer %d/%d (%s) changed while the image was written: the store must not change", i+1, len(all), l.Description)
 		}
 	}
 	for _, f := range []struct {
@@ -250,16 +228,16 @@ func Write(ctx context.Context, w io.Writer, s *imagespec.Spec, opts Options) er
 
 func report(opts Options, phase string, i, n int, l *layer) {
 	if opts.Progress != nil {
-		opts.Progress(Event{Phase: phase, Layer: i + 1, Layers: n, Description: l.desc, Size: l.size})
+		opts.Progress(Event{Phase: phase, Layer: i + 1, Layers: n, Description: l.Description, Size: l.Size})
 	}
 }
 
-func (l *layer) write(ctx context.Context, w io.Writer, storeDir string) error {
-	if l.paths == nil {
+func (l *layer) write(ctx context.Context, w io.Writer, storeDir string, t time.Time) error {
+	if l.Skeleton {
 		_, err := w.Write(l.skeleton)
 		return err
 	}
-	return WriteStoreLayer(ctx, w, storeDir, l.paths)
+	return WriteStoreLayer(ctx, w, storeDir, l.Paths, t)
 }
 
 func blobPath(d digest.Digest) string {
@@ -279,39 +257,13 @@ func fullName(ref string) string {
 	}
 }
 
-// Platform returns the image platform of a Nix system.
-func Platform(system string) (ocispec.Platform, error) {
-	switch system {
-	case "x86_64-linux":
-		return ocispec.Platform{OS: "linux", Architecture: "amd64"}, nil
-	case "aarch64-linux":
-		return ocispec.Platform{OS: "linux", Architecture: "arm64", Variant: "v8"}, nil
-	}
-	return ocispec.Platform{}, fmt.Errorf("system %q has no image platform here (supported: x86_64-linux, aarch64-linux)", system)
-}
-
-// imageConfig is the spec's config with the layers' diff IDs and history.
-func imageConfig(s *imagespec.Spec, p ocispec.Platform, all []*layer, created time.Time) ([]byte, error) {
-	img := dockerspec.DockerOCIImage{
-		Image: ocispec.Image{
-			Created:  &created,
-			Platform: p,
-			RootFS:   ocispec.RootFS{Type: "layers"},
-		},
-		Config: s.Config,
-	}
-	for i, l := range all {
+// imageConfig is the model's config with the layers' diff IDs.
+func imageConfig(m *imagemodel.Model, all []*layer) ([]byte, error) {
+	img := m.Config
+	img.RootFS.DiffIDs = nil
+	for _, l := range all {
 		// Uncompressed layers: the diff ID is the blob digest.
 		img.RootFS.DiffIDs = append(img.RootFS.DiffIDs, l.blob.Digest)
-		h := ocispec.History{Created: &created}
-		if l.paths != nil {
-			h.CreatedBy = "nixos2docker: " + strings.Join(l.paths, " ")
-			h.Comment = fmt.Sprintf("store paths, layer %d/%d, %s", i+1, len(all), layers.HumanSize(l.size))
-		} else {
-			h.CreatedBy = "nixos2docker: root skeleton: " + strings.Join(imagespec.EntryPaths(s.Skeleton), " ")
-			h.Comment = "root filesystem outside the store"
-		}
-		img.History = append(img.History, h)
 	}
 	data, err := json.Marshal(img)
 	if err != nil {
@@ -371,16 +323,14 @@ func (o outer) file(name string, data []byte) error {
 	return nil
 }
 
-// storeParents are the directories above the store paths, in every store
-// layer so that each layer unpacks on its own.
-var storeParents = []string{"nix/", "nix/store/"}
-
 // WriteStoreLayer writes the tar of one layer holding the given store paths,
-// read from storeDir, to w.
-func WriteStoreLayer(ctx context.Context, w io.Writer, storeDir string, paths []string) error {
+// read from storeDir, to w: /nix and /nix/store (so that the layer unpacks on
+// its own), then the paths, every entry with mtime t.
+func WriteStoreLayer(ctx context.Context, w io.Writer, storeDir string, paths []string, t time.Time) error {
 	tw := tar.NewWriter(w)
-	for _, d := range storeParents {
-		if err := tw.WriteHeader(&tar.Header{Typeflag: tar.TypeDir, Name: d, Mode: 0o755, ModTime: NixTime}); err != nil {
+	for _, p := range imagemodel.StoreParents {
+		d := strings.TrimPrefix(p, "/") + "/"
+		if err := tw.WriteHeader(&tar.Header{Typeflag: tar.TypeDir, Name: d, Mode: 0o755, ModTime: t}); err != nil {
 			return fmt.Errorf("writing %s: %w", d, err)
 		}
 	}
@@ -391,7 +341,7 @@ func WriteStoreLayer(ctx context.Context, w io.Writer, storeDir string, paths []
 			return fmt.Errorf("%s is not in %s", p, imagespec.StoreDir)
 		}
 		base := path.Base(p)
-		if err := addTree(ctx, tw, filepath.Join(storeDir, base), "nix/store/"+base); err != nil {
+		if err := addTree(ctx, tw, filepath.Join(storeDir, base), "nix/store/"+base, t); err != nil {
 			return err
 		}
 	}
@@ -403,7 +353,7 @@ func WriteStoreLayer(ctx context.Context, w io.Writer, storeDir string, paths []
 
 // addTree adds src as name, and below it everything in it, depth first
 // with names sorted.
-func addTree(ctx context.Context, tw *tar.Writer, src, name string) error {
+func addTree(ctx context.Context, tw *tar.Writer, src, name string, t time.Time) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
@@ -414,7 +364,7 @@ func addTree(ctx context.Context, tw *tar.Writer, src, name string) error {
 		}
 		return err
 	}
-	hdr := &tar.Header{Name: name, Mode: tarMode(fi.Mode()), ModTime: NixTime}
+	hdr := &tar.Header{Name: name, Mode: tarMode(fi.Mode()), ModTime: t}
 	switch m := fi.Mode(); {
 	case m.IsDir():
 		hdr.Typeflag, hdr.Name = tar.TypeDir, name+"/"
@@ -426,7 +376,7 @@ func addTree(ctx context.Context, tw *tar.Writer, src, name string) error {
 			return err
 		}
 		for _, e := range entries {
-			if err := addTree(ctx, tw, filepath.Join(src, e.Name()), name+"/"+e.Name()); err != nil {
+			if err := addTree(ctx, tw, filepath.Join(src, e.Name()), name+"/"+e.Name(), t); err != nil {
 				return err
 			}
 		}
@@ -477,45 +427,12 @@ func tarMode(m fs.FileMode) int64 {
 	return mode
 }
 
-// writeSkeleton writes the root skeleton layer: the spec's entries, their
-// missing parent directories, and the store's parents.
-func writeSkeleton(w io.Writer, entries []imagespec.Entry, t time.Time) error {
-	all := map[string]imagespec.Entry{}
-	for _, e := range entries {
-		name := strings.TrimPrefix(e.Path, "/")
-		all[name] = e
-	}
-	for _, d := range storeParents {
-		d = strings.TrimSuffix(d, "/")
-		if _, ok := all[d]; !ok {
-			all[d] = imagespec.Entry{Path: "/" + d, Type: imagespec.TypeDir}
-		}
-	}
-	for name := range all {
-		for d := path.Dir(name); d != "."; d = path.Dir(d) {
-			if _, ok := all[d]; !ok {
-				all[d] = imagespec.Entry{Path: "/" + d, Type: imagespec.TypeDir}
-			}
-		}
-	}
-	names := make([]string, 0, len(all))
-	for n := range all {
-		names = append(names, n)
-	}
-	// Parents before children, siblings by name: compare with "/" lowest.
-	slices.SortFunc(names, func(a, b string) int {
-		return strings.Compare(strings.ReplaceAll(a, "/", "\x00"), strings.ReplaceAll(b, "/", "\x00"))
-	})
+// writeSkeleton writes the model's completed skeleton as a tar.
+func writeSkeleton(w io.Writer, m *imagemodel.Model) error {
 	tw := tar.NewWriter(w)
-	for i, name := range names {
-		e := all[name]
-		if e.Type != imagespec.TypeDir && i+1 < len(names) && strings.HasPrefix(names[i+1], name+"/") {
-			return fmt.Errorf("skeleton: %s is a %s but has entries below it", e.Path, e.Type)
-		}
-		hdr := &tar.Header{Name: name, Mode: int64(e.FileMode()), ModTime: t}
-		if name == "nix" || name == "nix/store" {
-			hdr.ModTime = NixTime // as in the store layers
-		}
+	for _, e := range m.Skeleton {
+		name := strings.TrimPrefix(e.Path, "/")
+		hdr := &tar.Header{Name: name, Mode: int64(e.FileMode()), ModTime: m.EntryTime(e)}
 		switch e.Type {
 		case imagespec.TypeDir:
 			hdr.Typeflag, hdr.Name = tar.TypeDir, name+"/"

@@ -17,6 +17,7 @@ import (
 	"time"
 
 	dockerspec "github.com/moby/docker-image-spec/specs-go/v1"
+	"github.com/nixos2docker/nixos2docker/imagemodel"
 	"github.com/nixos2docker/nixos2docker/imagespec"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 )
@@ -109,11 +110,25 @@ func fakeStore(t *testing.T, maxLayers int) (string, *imagespec.Spec) {
 	return dir, s
 }
 
+func model(t *testing.T, s *imagespec.Spec, epoch *time.Time) *imagemodel.Model {
+	t.Helper()
+	m, err := imagemodel.New(s, imagemodel.Options{Epoch: epoch})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return m
+}
+
 func write(t *testing.T, store string, s *imagespec.Spec, opts Options) []byte {
+	t.Helper()
+	return writeModel(t, store, model(t, s, nil), opts)
+}
+
+func writeModel(t *testing.T, store string, m *imagemodel.Model, opts Options) []byte {
 	t.Helper()
 	opts.StoreDir = store
 	var buf bytes.Buffer
-	if err := Write(context.Background(), &buf, s, opts); err != nil {
+	if err := Write(context.Background(), &buf, m, opts); err != nil {
 		t.Fatal(err)
 	}
 	return buf.Bytes()
@@ -157,7 +172,8 @@ func TestWriteReproducible(t *testing.T) {
 		t.Fatal("two writes of the same spec and store differ")
 	}
 	// Another creation time changes the skeleton and config, nothing else.
-	c := write(t, store, s, Options{Created: time.Unix(1700000000, 0)})
+	epoch := time.Unix(1700000000, 0)
+	c := writeModel(t, store, model(t, s, &epoch), Options{})
 	if bytes.Equal(a, c) {
 		t.Fatal("Created has no effect")
 	}
@@ -180,7 +196,7 @@ func TestWriteContents(t *testing.T) {
 	if err := json.Unmarshal(outer[dm[0].Config].content, &img); err != nil {
 		t.Fatal(err)
 	}
-	if img.Architecture != "amd64" || img.OS != "linux" || !img.Created.Equal(NixTime) {
+	if img.Architecture != "amd64" || img.OS != "linux" || !img.Created.Equal(imagemodel.NixTime) {
 		t.Errorf("platform %s/%s, created %v", img.OS, img.Architecture, img.Created)
 	}
 	if !reflect.DeepEqual(img.Config.Entrypoint, []string{"/init"}) || img.Config.StopSignal != "SIGRTMIN+3" ||
@@ -220,7 +236,7 @@ func TestWriteContents(t *testing.T) {
 				continue
 			}
 			seen[n]++
-			if strings.HasPrefix(n, "nix/store/") && !h.ModTime.Equal(NixTime) {
+			if strings.HasPrefix(n, "nix/store/") && !h.ModTime.Equal(imagemodel.NixTime) {
 				t.Errorf("%s: mtime %v", n, h.ModTime)
 			}
 		}
@@ -356,7 +372,7 @@ func TestWriteErrors(t *testing.T) {
 	if err := os.RemoveAll(filepath.Join(store, filepath.Base(motd))); err != nil {
 		t.Fatal(err)
 	}
-	err := Write(ctx, io.Discard, s, Options{StoreDir: store})
+	err := Write(ctx, io.Discard, model(t, s, nil), Options{StoreDir: store})
 	if err == nil || !strings.Contains(err.Error(), "store path") || !strings.Contains(err.Error(), "missing") {
 		t.Errorf("missing store path: %v", err)
 	}
@@ -364,18 +380,18 @@ func TestWriteErrors(t *testing.T) {
 	store, s = fakeStore(t, 125)
 	bad := *s
 	bad.System = "mips-linux"
-	if err := Write(ctx, io.Discard, &bad, Options{StoreDir: store}); err == nil || !strings.Contains(err.Error(), "mips-linux") {
+	if _, err := imagemodel.New(&bad, imagemodel.Options{}); err == nil || !strings.Contains(err.Error(), "mips-linux") {
 		t.Errorf("unsupported system: %v", err)
 	}
 	bad = *s
 	bad.MaxLayers = 1
-	if err := Write(ctx, io.Discard, &bad, Options{StoreDir: store}); err == nil || !strings.Contains(err.Error(), "maxLayers") {
+	if _, err := imagemodel.New(&bad, imagemodel.Options{}); err == nil || !strings.Contains(err.Error(), "maxLayers") {
 		t.Errorf("maxLayers 1: %v", err)
 	}
 
 	// The store changes between hashing and writing.
 	f := filepath.Join(store, filepath.Base(glibc), "lib", "libc.so.6")
-	err = Write(ctx, io.Discard, s, Options{StoreDir: store, Progress: func(e Event) {
+	err = Write(ctx, io.Discard, model(t, s, nil), Options{StoreDir: store, Progress: func(e Event) {
 		if e.Phase == "write" && e.Layer == 1 {
 			os.Chmod(f, 0o644)
 			os.WriteFile(f, []byte("changed"), 0o444)
@@ -388,7 +404,7 @@ func TestWriteErrors(t *testing.T) {
 	// Cancelled.
 	cctx, cancel := context.WithCancel(ctx)
 	cancel()
-	if err := Write(cctx, io.Discard, s, Options{StoreDir: store}); err == nil {
+	if err := Write(cctx, io.Discard, model(t, s, nil), Options{StoreDir: store}); err == nil {
 		t.Error("cancelled context: no error")
 	}
 }

@@ -10,8 +10,8 @@ import (
 	"github.com/moby/buildkit/solver/pb"
 	nixos2docker "github.com/nixos2docker/nixos2docker"
 	"github.com/nixos2docker/nixos2docker/frontend/nix2llb"
+	"github.com/nixos2docker/nixos2docker/imagemodel"
 	"github.com/nixos2docker/nixos2docker/imagespec"
-	"github.com/nixos2docker/nixos2docker/layers"
 	"github.com/nixos2docker/nixos2docker/nixeval"
 	"github.com/nixos2docker/nixos2docker/nixfile"
 	ocispecs "github.com/opencontainers/image-spec/specs-go/v1"
@@ -156,40 +156,29 @@ func (s *Stage) ResultError(fileName string, r *nixeval.Result) error {
 
 // ImageOptions are what the image takes besides the spec.
 type ImageOptions struct {
-	Platform ocispecs.Platform
-	Epoch    *time.Time
-	Labels   map[string]string
+	Epoch  *time.Time
+	Labels map[string]string
 	// IgnoreCache re-makes every layer (--no-cache).
 	IgnoreCache bool
 }
 
-// Image returns the image for the spec the stage produced.
+// Image returns the image for the spec (parsed, so validated) the stage
+// produced.
 func (s *Stage) Image(spec *imagespec.Spec, o ImageOptions) (*nix2llb.Image, error) {
 	return NewImage(s.State, s.Invocation.OutDir, spec, o)
 }
 
-// NewImage lays out a spec's closure from a builder stage's output.
+// NewImage decides the image for a validated spec (imagemodel) and renders
+// it from a builder stage's output.
 func NewImage(store llb.State, outDir string, spec *imagespec.Spec, o ImageOptions) (*nix2llb.Image, error) {
-	if err := spec.Validate(); err != nil {
+	m, err := imagemodel.New(spec, imagemodel.Options{Epoch: o.Epoch, Labels: o.Labels})
+	if err != nil {
 		return nil, err
 	}
-	// The skeleton takes one layer of maxLayers.
-	ls, err := layers.Assign(layers.FromSpec(spec), layers.Options{MaxLayers: spec.MaxLayers - 1, Toplevel: spec.Toplevel})
-	if err != nil {
-		return nil, fmt.Errorf("assign layers: %w", err)
-	}
-	in := make([]nix2llb.Layer, len(ls))
-	for i, l := range ls {
-		in[i] = nix2llb.Layer{Paths: l.Paths, Size: l.Size}
-	}
 	return nix2llb.NewImage(nix2llb.ImageInput{
-		Spec:        spec,
-		Layers:      in,
+		Model:       m,
 		Store:       store,
 		StoreDir:    strings.TrimSuffix(outDir, "/") + imagespec.StoreDir,
-		Platform:    o.Platform,
-		Epoch:       o.Epoch,
-		Labels:      o.Labels,
 		IgnoreCache: o.IgnoreCache,
 	})
 }

@@ -94,7 +94,7 @@ func debugLLB(ctx context.Context, args []string, stdout, stderr io.Writer, modu
 		if spec.System != stage.Plan.System {
 			return fmt.Errorf("%s: the spec is for %s, but platform %s needs %s", *specFile, spec.System, id, stage.Plan.System)
 		}
-		img, err := stage.Image(spec, ImageOptions{Platform: p, Epoch: o.Epoch, Labels: d.labels, IgnoreCache: stage.IgnoreCache})
+		img, err := stage.Image(spec, ImageOptions{Epoch: o.Epoch, Labels: d.labels, IgnoreCache: stage.IgnoreCache})
 		if err != nil {
 			return fmt.Errorf("%s: %w", *specFile, err)
 		}

@@ -211,7 +211,7 @@ func (b *build) image(ctx context.Context, p ocispecs.Platform) (*dockerui.Build
 	if spec.System != stage.Plan.System {
 		return nil, nil, fmt.Errorf("the image spec is for %s, but %s was requested", spec.System, stage.Plan.System)
 	}
-	img, err := stage.Image(spec, ImageOptions{Platform: p, Epoch: b.opts.Epoch, Labels: b.bc.Labels, IgnoreCache: stage.IgnoreCache})
+	img, err := stage.Image(spec, ImageOptions{Epoch: b.opts.Epoch, Labels: b.bc.Labels, IgnoreCache: stage.IgnoreCache})
 	if err != nil {
 		return nil, nil, err
 	}

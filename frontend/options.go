@@ -5,6 +5,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/nixos2docker/nixos2docker/imagemodel"
 )
 
 // Build arguments the frontend reads (docker buildx build --build-arg K=V).
@@ -56,11 +58,10 @@ func ParseOptions(args map[string]string) (Options, error) {
 		o.Substituters = b
 	}
 	if v := strings.TrimSpace(args[ArgEpoch]); v != "" {
-		n, err := strconv.ParseInt(v, 10, 64)
-		if err != nil || n < 0 {
-			return o, fmt.Errorf("build argument %s=%q: want seconds since 1970 (a non-negative integer)", ArgEpoch, v)
+		t, err := imagemodel.ParseEpoch(v)
+		if err != nil {
+			return o, fmt.Errorf("build argument %s: %w", ArgEpoch, err)
 		}
-		t := time.Unix(n, 0).UTC()
 		o.Epoch = &t
 	}
 	return o, nil

@@ -24,6 +24,10 @@ import (
 // Version is the only spec version this code reads and writes.
 const Version = 1
 
+// MaxLayers is the most layers a spec may ask for: what nixpkgs' dockerTools
+// allows too, below the 128 that Docker's overlay2 can stack.
+const MaxLayers = 125
+
 // StoreDir is the Nix store every closure path must live in.
 const StoreDir = "/nix/store"
 
@@ -146,6 +150,9 @@ func (s *Spec) Validate() error {
 	if s.MaxLayers < 2 {
 		return errf("maxLayers", "%d is too small: at least 2 are needed (store paths and the root skeleton)", s.MaxLayers)
 	}
+	if s.MaxLayers > MaxLayers {
+		return errf("maxLayers", "%d is too large: at most %d (Docker's overlay2 refuses deeper images)", s.MaxLayers, MaxLayers)
+	}
 	if s.System == "" {
 		return errf("system", "missing")
 	}
@@ -211,6 +218,18 @@ func (s *Spec) Validate() error {
 			}
 		default:
 			return errf(f+".type", "%q is not one of dir, file, symlink", e.Type)
+		}
+	}
+	// Every parent of an entry, and /nix, must be a directory (or absent:
+	// the image model adds it).
+	for i, e := range s.Skeleton {
+		for d := path.Dir(e.Path); d != "/"; d = path.Dir(d) {
+			if j, ok := seen[d]; ok && s.Skeleton[j].Type != TypeDir {
+				return errf(fmt.Sprintf("skeleton[%d].path", i), "%s is below %s, which is a %s (skeleton[%d]), not a dir", e.Path, d, s.Skeleton[j].Type, j)
+			}
+		}
+		if e.Path == path.Dir(StoreDir) && e.Type != TypeDir {
+			return errf(fmt.Sprintf("skeleton[%d].type", i), "%s holds the store: it must be a dir, not a %s", e.Path, e.Type)
 		}
 	}
 	return nil

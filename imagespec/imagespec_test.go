@@ -71,6 +71,18 @@ func TestParseErrors(t *testing.T) {
 		{"unknown version", mutate(t, func(m map[string]any) { m["version"] = 7 }), "version", "unsupported version 7"},
 		{"missing name", mutate(t, func(m map[string]any) { delete(m, "imageName") }), "imageName", "missing"},
 		{"maxLayers 1", mutate(t, func(m map[string]any) { m["maxLayers"] = 1 }), "maxLayers", "at least 2"},
+		{"maxLayers too many", mutate(t, func(m map[string]any) { m["maxLayers"] = 1000000000 }), "maxLayers", "at most 125"},
+		{"entry below a symlink", mutate(t, func(m map[string]any) {
+			m["skeleton"] = append(m["skeleton"].([]any), map[string]any{"path": "/lnk", "type": "symlink", "target": "/x"},
+				map[string]any{"path": "/lnk/f", "type": "file", "content": ""})
+		}), "", "which is a symlink"},
+		{"entry below a file", mutate(t, func(m map[string]any) {
+			m["skeleton"] = append(m["skeleton"].([]any), map[string]any{"path": "/f/g", "type": "dir"},
+				map[string]any{"path": "/f", "type": "file", "content": ""})
+		}), "", "which is a file"},
+		{"/nix a symlink", mutate(t, func(m map[string]any) {
+			m["skeleton"] = append(m["skeleton"].([]any), map[string]any{"path": "/nix", "type": "symlink", "target": "/x"})
+		}), "", "holds the store"},
 		{"empty closure", mutate(t, func(m map[string]any) { m["closure"] = []any{} }), "closure", "empty"},
 		{"missing closure", mutate(t, func(m map[string]any) { delete(m, "closure") }), "closure", "empty"},
 		{"duplicate path", mutate(t, func(m map[string]any) {
@@ -113,7 +125,7 @@ func TestParseErrors(t *testing.T) {
 			if !errors.As(err, &se) {
 				t.Fatalf("error %T is not *Error: %v", err, err)
 			}
-			if se.Field != c.field || !strings.Contains(se.Msg, c.want) {
+			if (c.field != "" && se.Field != c.field) || !strings.Contains(se.Msg, c.want) {
 				t.Errorf("error = %q (field %q), want field %q containing %q", err, se.Field, c.field, c.want)
 			}
 		})

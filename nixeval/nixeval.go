@@ -37,6 +37,8 @@ import (
 	"path"
 	"sort"
 	"strings"
+
+	"github.com/nixos2docker/nixos2docker/imagespec"
 )
 
 //go:embed eval.nix
@@ -167,8 +169,8 @@ type planJSON struct {
 }
 
 func (l Layout) invocation(plan Plan, module fs.FS, mode string) (*Invocation, error) {
-	if plan.System != "x86_64-linux" && plan.System != "aarch64-linux" {
-		return nil, fmt.Errorf("unsupported Nix system %q (supported: x86_64-linux, aarch64-linux)", plan.System)
+	if _, err := imagespec.Platform(plan.System); err != nil {
+		return nil, fmt.Errorf("unsupported Nix system: %w", err)
 	}
 	pj := planJSON{System: plan.System, Body: strings.TrimSpace(plan.Body) != ""}
 	remote := false

@@ -23,34 +23,6 @@ var testModule = fstest.MapFS{
 	"patches/systemd/series":   {Data: []byte("0001.patch\n")},
 }
 
-func TestSystemFor(t *testing.T) {
-	for _, tt := range []struct {
-		p    ocispecs.Platform
-		want string
-	}{
-		{ocispecs.Platform{OS: "linux", Architecture: "amd64"}, "x86_64-linux"},
-		{ocispecs.Platform{OS: "linux", Architecture: "arm64"}, "aarch64-linux"},
-		{ocispecs.Platform{OS: "linux", Architecture: "arm64", Variant: "v8"}, "aarch64-linux"},
-		{ocispecs.Platform{OS: "linux", Architecture: "aarch64"}, "aarch64-linux"}, // normalised
-		{ocispecs.Platform{OS: "linux", Architecture: "x86_64"}, "x86_64-linux"},
-	} {
-		got, err := SystemFor(tt.p)
-		if err != nil || got != tt.want {
-			t.Errorf("SystemFor(%v) = %q, %v; want %q", tt.p, got, err, tt.want)
-		}
-	}
-	for _, p := range []ocispecs.Platform{
-		{OS: "linux", Architecture: "arm", Variant: "v7"},
-		{OS: "linux", Architecture: "riscv64"},
-		{OS: "windows", Architecture: "amd64"},
-	} {
-		_, err := SystemFor(p)
-		if err == nil || !strings.Contains(err.Error(), "unsupported platform") || !strings.Contains(err.Error(), "linux/amd64 (x86_64-linux), linux/arm64 (aarch64-linux)") {
-			t.Errorf("SystemFor(%v) error %v, want one listing the supported platforms", p, err)
-		}
-	}
-}
-
 func TestResolveFlakeRef(t *testing.T) {
 	for _, tt := range []struct {
 		ref  string

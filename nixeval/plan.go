@@ -1,6 +1,7 @@
 package nixeval
 
 import (
+	"github.com/nixos2docker/nixos2docker/imagespec"
 	"github.com/nixos2docker/nixos2docker/nixfile"
 	ocispecs "github.com/opencontainers/image-spec/specs-go/v1"
 )
@@ -60,7 +61,7 @@ func NewPlan(f *nixfile.File, o Options) (Plan, error) {
 	} else if ref.Fragment != "" {
 		return Plan{}, at(p.NixpkgsLine, "nixpkgs "+quote(p.Nixpkgs)+": a nixpkgs reference has no #fragment")
 	}
-	sys, err := SystemFor(o.Platform)
+	sys, err := imagespec.SystemFor(o.Platform)
 	if err != nil {
 		return Plan{}, err
 	}

@@ -20,11 +20,11 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
-	"strconv"
 	"syscall"
 	"time"
 
 	"github.com/nixos2docker/nixos2docker/archive"
+	"github.com/nixos2docker/nixos2docker/imagemodel"
 	"github.com/nixos2docker/nixos2docker/imagespec"
 	"github.com/nixos2docker/nixos2docker/layers"
 )
@@ -84,9 +84,13 @@ func assemble(ctx context.Context, specPath, out, storeDir string, rest []string
 	case out == "":
 		return usageError{"--out is required"}
 	}
-	created, err := sourceDateEpoch()
-	if err != nil {
-		return err
+	var mo imagemodel.Options
+	if v := os.Getenv("SOURCE_DATE_EPOCH"); v != "" {
+		t, err := imagemodel.ParseEpoch(v)
+		if err != nil {
+			return fmt.Errorf("SOURCE_DATE_EPOCH: %w", err)
+		}
+		mo.Epoch = &t
 	}
 	data, err := os.ReadFile(specPath)
 	if err != nil {
@@ -96,7 +100,11 @@ func assemble(ctx context.Context, specPath, out, storeDir string, rest []string
 	if err != nil {
 		return fmt.Errorf("%s: %w", specPath, err)
 	}
-	opts := archive.Options{StoreDir: storeDir, Created: created}
+	model, err := imagemodel.New(spec, mo)
+	if err != nil {
+		return fmt.Errorf("%s: %w", specPath, err)
+	}
+	opts := archive.Options{StoreDir: storeDir}
 	if !quiet {
 		opts.Progress = func(e archive.Event) {
 			if e.Phase == "hash" {
@@ -107,7 +115,7 @@ func assemble(ctx context.Context, specPath, out, storeDir string, rest []string
 		}
 	}
 	start := time.Now()
-	size, err := writeAtomically(out, func(w io.Writer) error { return archive.Write(ctx, w, spec, opts) })
+	size, err := writeAtomically(out, func(w io.Writer) error { return archive.Write(ctx, w, model, opts) })
 	if err != nil {
 		return err
 	}
@@ -115,19 +123,6 @@ func assemble(ctx context.Context, specPath, out, storeDir string, rest []string
 		fmt.Fprintf(stderr, "wrote %s (%s) in %.1fs\n", out, layers.HumanSize(size), time.Since(start).Seconds())
 	}
 	return nil
-}
-
-// sourceDateEpoch is SOURCE_DATE_EPOCH as a time, zero when unset.
-func sourceDateEpoch() (time.Time, error) {
-	v, ok := os.LookupEnv("SOURCE_DATE_EPOCH")
-	if !ok || v == "" {
-		return time.Time{}, nil
-	}
-	n, err := strconv.ParseInt(v, 10, 64)
-	if err != nil || n < 0 {
-		return time.Time{}, fmt.Errorf("SOURCE_DATE_EPOCH=%q is not a number of seconds since 1970", v)
-	}
-	return time.Unix(n, 0).UTC(), nil
 }
 
 // writeAtomically writes through a temporary file in out's directory and

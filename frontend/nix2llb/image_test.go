@@ -12,10 +12,9 @@ import (
 	"github.com/moby/buildkit/client/llb"
 	"github.com/moby/buildkit/solver/pb"
 	"github.com/nixos2docker/nixos2docker/frontend/nix2llb"
+	"github.com/nixos2docker/nixos2docker/imagemodel"
 	"github.com/nixos2docker/nixos2docker/imagespec"
-	"github.com/nixos2docker/nixos2docker/layers"
 	digest "github.com/opencontainers/go-digest"
-	ocispecs "github.com/opencontainers/image-spec/specs-go/v1"
 )
 
 func loadSpec(t *testing.T) *imagespec.Spec {
@@ -31,17 +30,13 @@ func loadSpec(t *testing.T) *imagespec.Spec {
 	return s
 }
 
-func assign(t *testing.T, s *imagespec.Spec, max int) []nix2llb.Layer {
+func model(t testing.TB, s *imagespec.Spec, epoch *time.Time) *imagemodel.Model {
 	t.Helper()
-	ls, err := layers.Assign(layers.FromSpec(s), layers.Options{MaxLayers: max, Toplevel: s.Toplevel})
+	m, err := imagemodel.New(s, imagemodel.Options{Epoch: epoch, Labels: map[string]string{"org.opencontainers.image.title": "override", "extra": "1"}})
 	if err != nil {
 		t.Fatal(err)
 	}
-	out := make([]nix2llb.Layer, len(ls))
-	for i, l := range ls {
-		out[i] = nix2llb.Layer{Paths: l.Paths, Size: l.Size}
-	}
-	return out
+	return m
 }
 
 // ops marshals a state and indexes its ops by digest.
@@ -74,21 +69,19 @@ func marshal(t *testing.T, st llb.State) *defOps {
 	return d
 }
 
-func testImage(t *testing.T, epoch *time.Time) (*imagespec.Spec, []nix2llb.Layer, *nix2llb.Image) {
+func testImage(t *testing.T, epoch *time.Time) (*imagespec.Spec, []imagemodel.Layer, *nix2llb.Image) {
 	s := loadSpec(t)
-	ls := assign(t, s, s.MaxLayers-1)
+	m := model(t, s, epoch)
 	store := llb.Image("localhost:5000/builder").Run(llb.Shlex("true")).Root()
-	img, err := nix2llb.NewImage(nix2llb.ImageInput{
-		Spec: s, Layers: ls, Store: store, StoreDir: "/out/nix/store",
-		Platform: ocispecs.Platform{OS: "linux", Architecture: "amd64"},
-		Epoch:    epoch,
-		Labels:   map[string]string{"org.opencontainers.image.title": "override", "extra": "1"},
-	})
+	img, err := nix2llb.NewImage(nix2llb.ImageInput{Model: m, Store: store, StoreDir: "/out/nix/store"})
 	if err != nil {
 		t.Fatal(err)
 	}
-	return s, ls, img
+	return s, m.StoreLayers(), img
 }
+
+// nixTime is the store's time: store layers keep it whatever the epoch.
+var nixTime = time.Unix(1, 0).UTC()
 
 func TestImageLayers(t *testing.T) {
 	epoch := time.Unix(1700000000, 0).UTC()
@@ -115,8 +108,11 @@ func TestImageLayers(t *testing.T) {
 		}
 		if i == len(d.head.Inputs)-1 {
 			c := f.Actions[0].GetCopy()
-			if len(f.Actions) != 1 || c == nil || c.Src != "/" || c.Timestamp != epoch.UnixNano() {
-				t.Fatalf("the skeleton layer is not one stamped copy: %v", f.Actions)
+			if len(f.Actions) != 2 || c == nil || c.Src != "/" || c.Timestamp != epoch.UnixNano() {
+				t.Fatalf("the skeleton layer is not one copy stamped with the epoch, then the store stamp: %v", f.Actions)
+			}
+			if st := f.Actions[1].GetCopy(); st == nil || st.Timestamp != nixTime.UnixNano() {
+				t.Fatalf("the skeleton layer's /nix/store is not stamped with the store's time: %v", f.Actions[1])
 			}
 			skeleton = d.ops[digest.Digest(op.Inputs[0].Digest)].GetFile()
 			continue
@@ -126,8 +122,8 @@ func TestImageLayers(t *testing.T) {
 			if c == nil {
 				t.Fatalf("layer %d has a non-copy action %v", i+1, a)
 			}
-			if c.Timestamp != epoch.UnixNano() {
-				t.Errorf("layer %d: copy to %s has timestamp %d, want the epoch", i+1, c.Dest, c.Timestamp)
+			if c.Timestamp != nixTime.UnixNano() {
+				t.Errorf("layer %d: copy to %s has timestamp %d, want the store's time 1 whatever the epoch", i+1, c.Dest, c.Timestamp)
 			}
 			if c.Owner == nil || c.Owner.User.GetByID() != 0 || c.Owner.Group.GetByID() != 0 {
 				t.Errorf("layer %d: copy to %s is not owned by 0:0: %v", i+1, c.Dest, c.Owner)
@@ -274,44 +270,10 @@ func TestImageDeterministic(t *testing.T) {
 	}
 }
 
-func TestImageBadLayers(t *testing.T) {
-	s := loadSpec(t)
-	ls := assign(t, s, s.MaxLayers-1)
-	store := llb.Scratch()
-	all := []string{}
-	for _, l := range ls {
-		all = append(all, l.Paths...)
-	}
-	cases := map[string]struct {
-		layers []nix2llb.Layer
-		max    int
-		want   string
-	}{
-		"duplicate": {append(ls, nix2llb.Layer{Paths: all[:1]}), 0, "is in layers"},
-		"missing":   {[]nix2llb.Layer{{Paths: all[1:]}}, 0, "is in no layer"},
-		"foreign":   {append(ls, nix2llb.Layer{Paths: []string{"/nix/store/00000000000000000000000000000000-x"}}), 0, "not in the closure"},
-		"too many":  {ls, len(ls), "exceed maxLayers"},
-		"empty":     {append(ls, nix2llb.Layer{}), 0, "is empty"},
-		"no layers": {nil, 0, "no layers"},
-	}
-	for name, c := range cases {
-		t.Run(name, func(t *testing.T) {
-			sp := *s
-			if c.max != 0 {
-				sp.MaxLayers = c.max
-			}
-			_, err := nix2llb.NewImage(nix2llb.ImageInput{Spec: &sp, Layers: c.layers, Store: store, StoreDir: "/out/nix/store"})
-			if err == nil || !strings.Contains(err.Error(), c.want) {
-				t.Fatalf("error %v, want one containing %q", err, c.want)
-			}
-		})
-	}
-}
-
 func TestImageIgnoreCache(t *testing.T) {
 	s := loadSpec(t)
 	img, err := nix2llb.NewImage(nix2llb.ImageInput{
-		Spec: s, Layers: assign(t, s, s.MaxLayers-1), Store: llb.Scratch(), StoreDir: "/out/nix/store", IgnoreCache: true,
+		Model: model(t, s, nil), Store: llb.Scratch(), StoreDir: "/out/nix/store", IgnoreCache: true,
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -363,18 +325,11 @@ func loadSpecNoT() *imagespec.Spec {
 // marshalled: what the frontend does between reading the spec and solving.
 func BenchmarkNewImage(b *testing.B) {
 	s := syntheticSpec(2000)
-	ls, err := layers.Assign(layers.FromSpec(s), layers.Options{MaxLayers: s.MaxLayers - 1, Toplevel: s.Toplevel})
-	if err != nil {
-		b.Fatal(err)
-	}
-	in := make([]nix2llb.Layer, len(ls))
-	for i, l := range ls {
-		in[i] = nix2llb.Layer{Paths: l.Paths, Size: l.Size}
-	}
+	m := model(b, s, nil)
 	store := llb.Image("localhost:5000/builder").Run(llb.Shlex("true")).Root()
 	b.ResetTimer()
 	for b.Loop() {
-		img, err := nix2llb.NewImage(nix2llb.ImageInput{Spec: s, Layers: in, Store: store, StoreDir: "/out/nix/store"})
+		img, err := nix2llb.NewImage(nix2llb.ImageInput{Model: m, Store: store, StoreDir: "/out/nix/store"})
 		if err != nil {
 			b.Fatal(err)
 		}
