@@ -7,7 +7,7 @@ import (
 	"time"
 
 	"github.com/moby/buildkit/client/llb"
-	"github.com/moby/buildkit/solver/pb"
+	"github.com/moby/buildkit/frontend/dockerui"
 	nixos2docker "github.com/nixos2docker/nixos2docker"
 	"github.com/nixos2docker/nixos2docker/frontend/nix2llb"
 	"github.com/nixos2docker/nixos2docker/imagemodel"
@@ -17,36 +17,65 @@ import (
 	ocispecs "github.com/opencontainers/image-spec/specs-go/v1"
 )
 
-// Request is one platform's build, everything known before any solve.
+// Request is one platform's build, everything known before any solve. The
+// gateway (Build) and the daemon-free debug command (DebugLLB) make it the
+// same way (newRequest) and convert it with the same two pure steps:
+// NewStage, then Stage.Image once the stage's spec is known.
 type Request struct {
+	// Client is dockerui's reading of the frontend options (build args,
+	// --target, --label, --no-cache, network, cache namespace, hosts…):
+	// held, not copied.
+	Client   *dockerui.Client
 	FileName string
 	File     *nixfile.File
+	// Options are the build arguments the frontend reads itself.
 	Options  Options
-	// Target selects nixosConfigurations.<Target> (--target).
-	Target   string
 	Platform ocispecs.Platform
 	Context  llb.State
 	// Module is the nixos2docker module files (nil: the embedded ones).
 	Module fs.FS
 	// SourceMap is the user's file, for locations (nil in the debug command).
 	SourceMap *llb.SourceMap
+	// MetaResolver resolves the builder image's config (nil: LLB's default).
+	MetaResolver llb.ImageMetaResolver
+}
 
-	NetworkMode pb.NetMode
-	// RunOptions are the client's sandbox settings for the Nix step.
-	RunOptions     []llb.RunOption
-	CacheNamespace string
-	IgnoreCache    bool
-	ResolveMode    llb.ResolveMode
-	MetaResolver   llb.ImageMetaResolver
+// newRequest is one platform's request from what every build has read.
+func newRequest(bc *dockerui.Client, fileName string, file *nixfile.File, o Options, p ocispecs.Platform, context llb.State) Request {
+	return Request{Client: bc, FileName: fileName, File: file, Options: o, Platform: p, Context: context}
+}
+
+// ignoreCache is --no-cache for the whole build or for the Nix step.
+func (r Request) ignoreCache() bool {
+	return r.Client.IsNoCache(r.Client.Target) || r.Client.IsNoCache("nix")
+}
+
+// runOptions carries the client's sandbox settings to the Nix step: an
+// --add-host can be what makes a private binary cache reachable.
+func (r Request) runOptions() []llb.RunOption {
+	bc := r.Client
+	var opts []llb.RunOption
+	for _, h := range bc.ExtraHosts {
+		opts = append(opts, llb.AddExtraHost(h.Host, h.IP))
+	}
+	if bc.Hostname != "" {
+		opts = append(opts, llb.Hostname(bc.Hostname))
+	}
+	if bc.CgroupParent != "" {
+		opts = append(opts, llb.WithCgroupParent(bc.CgroupParent))
+	}
+	for _, u := range bc.Ulimits {
+		opts = append(opts, llb.AddUlimit(llb.UlimitName(u.Name), u.Soft, u.Hard))
+	}
+	return opts
 }
 
 // Stage is the builder stage of one build.
 type Stage struct {
+	Request    Request
 	Plan       nixeval.Plan
 	Invocation *nixeval.Invocation
 	State      llb.State
-	// IgnoreCache is --no-cache: the image's layers are redone too.
-	IgnoreCache bool
 }
 
 // ParseFile parses the user's file; its errors are *nixfile.Error.
@@ -64,7 +93,7 @@ func plan(req Request) (nixeval.Plan, error) {
 	return nixeval.NewPlan(req.File, nixeval.Options{
 		Flake:        req.Options.Flake,
 		Nixpkgs:      req.Options.Nixpkgs,
-		Target:       req.Target,
+		Target:       req.Client.Target,
 		NixConfig:    req.Options.NixConfig,
 		Platform:     req.Platform,
 		Substituters: req.Options.Substituters,
@@ -127,12 +156,12 @@ func newStage(req Request, targets bool) (*Stage, error) {
 		System:         p.System,
 		Invocation:     inv,
 		Context:        req.Context,
-		NetworkMode:    req.NetworkMode,
-		RunOptions:     req.RunOptions,
-		CacheNamespace: req.CacheNamespace,
-		IgnoreCache:    req.IgnoreCache,
+		NetworkMode:    req.Client.NetworkMode,
+		RunOptions:     req.runOptions(),
+		CacheNamespace: req.Client.CacheIDNamespace,
+		IgnoreCache:    req.ignoreCache(),
 		Description:    description(p, targets),
-		ResolveMode:    req.ResolveMode,
+		ResolveMode:    req.Client.ImageResolveMode,
 		MetaResolver:   req.MetaResolver,
 	}
 	if loc := bodyLocation(req.SourceMap, req.File); loc != nil {
@@ -142,7 +171,7 @@ func newStage(req Request, targets bool) (*Stage, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Stage{Plan: p, Invocation: inv, State: st, IgnoreCache: req.IgnoreCache}, nil
+	return &Stage{Request: req, Plan: p, Invocation: inv, State: st}, nil
 }
 
 // ResultError turns a failed Nix evaluation into an error located in the
@@ -163,9 +192,16 @@ type ImageOptions struct {
 }
 
 // Image returns the image for the spec (parsed, so validated) the stage
-// produced.
-func (s *Stage) Image(spec *imagespec.Spec, o ImageOptions) (*nix2llb.Image, error) {
-	return NewImage(s.State, s.Invocation.OutDir, spec, o)
+// produced, with the request's SOURCE_DATE_EPOCH, labels and --no-cache.
+func (s *Stage) Image(spec *imagespec.Spec) (*nix2llb.Image, error) {
+	if spec.System != s.Plan.System {
+		return nil, fmt.Errorf("the image spec is for %s, but %s was requested", spec.System, s.Plan.System)
+	}
+	return NewImage(s.State, s.Invocation.OutDir, spec, ImageOptions{
+		Epoch:       s.Request.Options.Epoch,
+		Labels:      s.Request.Client.Labels,
+		IgnoreCache: s.Request.ignoreCache(),
+	})
 }
 
 // NewImage decides the image for a validated spec (imagemodel) and renders

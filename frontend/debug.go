@@ -14,6 +14,8 @@ import (
 	"github.com/containerd/platforms"
 	"github.com/moby/buildkit/client/llb"
 	"github.com/moby/buildkit/frontend/dockerui"
+	gwclient "github.com/moby/buildkit/frontend/gateway/client"
+	"github.com/moby/buildkit/solver/pb"
 	"github.com/nixos2docker/nixos2docker/frontend/nix2llb"
 	"github.com/nixos2docker/nixos2docker/imagespec"
 	ocispecs "github.com/opencontainers/image-spec/specs-go/v1"
@@ -49,11 +51,16 @@ func debugLLB(ctx context.Context, args []string, stdout, stderr io.Writer, modu
 	if err != nil {
 		return err
 	}
-	d, err := parseDebugOpts(opts)
+	// The options go through dockerui, as the gateway's do.
+	attrs, err := opts.attrs()
 	if err != nil {
 		return err
 	}
-	o, err := ParseOptions(d.buildArgs)
+	bc, err := dockerui.NewClient(optionsOnly{opts: attrs})
+	if err != nil {
+		return fmt.Errorf("--opt: %w", err)
+	}
+	o, err := ParseOptions(bc.BuildArgs)
 	if err != nil {
 		return err
 	}
@@ -71,14 +78,18 @@ func debugLLB(ctx context.Context, args []string, stdout, stderr io.Writer, modu
 			return fmt.Errorf("%s: %w", *specFile, err)
 		}
 	}
+	targetPlatforms := bc.TargetPlatforms
+	if len(targetPlatforms) == 0 {
+		targetPlatforms = []ocispecs.Platform{platforms.DefaultSpec()}
+	}
 
 	enc := json.NewEncoder(stdout)
-	for _, p := range d.platforms {
+	for _, p := range targetPlatforms {
+		p = platforms.Normalize(p)
 		id := platforms.FormatAll(p)
-		stage, err := NewStage(Request{
-			FileName: *file, File: f, Options: o, Target: d.target, Platform: p,
-			Context: *dockerui.DefaultMainContext(llb.LocalUniqueID("nixos2docker-llb")), IgnoreCache: d.noCache, Module: module,
-		})
+		req := newRequest(bc, *file, f, o, p, *dockerui.DefaultMainContext(llb.LocalUniqueID("nixos2docker-llb")))
+		req.Module = module
+		stage, err := NewStage(req)
 		if err != nil {
 			return err
 		}
@@ -91,10 +102,7 @@ func debugLLB(ctx context.Context, args []string, stdout, stderr io.Writer, modu
 		if spec == nil {
 			continue
 		}
-		if spec.System != stage.Plan.System {
-			return fmt.Errorf("%s: the spec is for %s, but platform %s needs %s", *specFile, spec.System, id, stage.Plan.System)
-		}
-		img, err := stage.Image(spec, ImageOptions{Epoch: o.Epoch, Labels: d.labels, IgnoreCache: stage.IgnoreCache})
+		img, err := stage.Image(spec)
 		if err != nil {
 			return fmt.Errorf("%s: %w", *specFile, err)
 		}
@@ -116,45 +124,34 @@ type optList []string
 func (l *optList) String() string     { return strings.Join(*l, ",") }
 func (l *optList) Set(v string) error { *l = append(*l, v); return nil }
 
-type debugOpts struct {
-	buildArgs map[string]string
-	labels    map[string]string
-	target    string
-	platforms []ocispecs.Platform
-	noCache   bool
-}
-
-func parseDebugOpts(opts []string) (debugOpts, error) {
-	d := debugOpts{buildArgs: map[string]string{}, labels: map[string]string{}}
-	for _, kv := range opts {
+// attrs are the --opt key=value pairs as the gateway passes frontend options;
+// only those the debug command documents are taken, so a typo is an error
+// rather than silently ignored.
+func (l optList) attrs() (map[string]string, error) {
+	m := map[string]string{}
+	for _, kv := range l {
 		k, v, ok := strings.Cut(kv, "=")
 		switch {
 		case !ok && k != "no-cache":
-			return d, fmt.Errorf("--opt %q: want key=value", kv)
-		case strings.HasPrefix(k, "build-arg:"):
-			d.buildArgs[strings.TrimPrefix(k, "build-arg:")] = v
-		case strings.HasPrefix(k, "label:"):
-			d.labels[strings.TrimPrefix(k, "label:")] = v
-		case k == "target":
-			d.target = v
-		case k == "no-cache":
-			d.noCache = true
-		case k == "platform":
-			for s := range strings.SplitSeq(v, ",") {
-				p, err := platforms.Parse(strings.TrimSpace(s))
-				if err != nil {
-					return d, fmt.Errorf("--opt platform: %w", err)
-				}
-				d.platforms = append(d.platforms, platforms.Normalize(p))
-			}
+			return nil, fmt.Errorf("--opt %q: want key=value", kv)
+		case strings.HasPrefix(k, "build-arg:"), strings.HasPrefix(k, "label:"), k == "target", k == "platform", k == "no-cache":
+			m[k] = v
 		default:
-			return d, fmt.Errorf("--opt %q: unknown option (build-arg:K, label:K, target, platform, no-cache)", k)
+			return nil, fmt.Errorf("--opt %q: unknown option (build-arg:K, label:K, target, platform, no-cache)", k)
 		}
 	}
-	if len(d.platforms) == 0 {
-		d.platforms = []ocispecs.Platform{platforms.Normalize(platforms.DefaultSpec())}
-	}
-	return d, nil
+	return m, nil
+}
+
+// optionsOnly is a gateway client that only has options: all dockerui.NewClient
+// reads. Any other call would be a bug of the debug command (nil interface).
+type optionsOnly struct {
+	gwclient.Client
+	opts map[string]string
+}
+
+func (c optionsOnly) BuildOpts() gwclient.BuildOpts {
+	return gwclient.BuildOpts{Opts: c.opts, Product: "nixos2docker-llb", LLBCaps: pb.Caps.CapSet(pb.Caps.All())}
 }
 
 func platformOpt(p ocispecs.Platform) llb.ConstraintsOpt { return llb.Platform(p) }

@@ -118,40 +118,9 @@ type build struct {
 }
 
 func (b *build) request(p ocispecs.Platform) Request {
-	return Request{
-		FileName:       b.src.Filename,
-		File:           b.file,
-		Options:        b.opts,
-		Target:         b.bc.Target,
-		Platform:       p,
-		Context:        b.context,
-		SourceMap:      b.src.SourceMap,
-		NetworkMode:    b.bc.NetworkMode,
-		CacheNamespace: b.bc.CacheIDNamespace,
-		IgnoreCache:    b.bc.IsNoCache(b.bc.Target) || b.bc.IsNoCache("nix"),
-		ResolveMode:    b.bc.ImageResolveMode,
-		MetaResolver:   b.c,
-		RunOptions:     runOptions(b.bc),
-	}
-}
-
-// runOptions carries the client's sandbox settings to the Nix step: an
-// --add-host can be what makes a private binary cache reachable.
-func runOptions(bc *dockerui.Client) []llb.RunOption {
-	var opts []llb.RunOption
-	for _, h := range bc.ExtraHosts {
-		opts = append(opts, llb.AddExtraHost(h.Host, h.IP))
-	}
-	if bc.Hostname != "" {
-		opts = append(opts, llb.Hostname(bc.Hostname))
-	}
-	if bc.CgroupParent != "" {
-		opts = append(opts, llb.WithCgroupParent(bc.CgroupParent))
-	}
-	for _, u := range bc.Ulimits {
-		opts = append(opts, llb.AddUlimit(llb.UlimitName(u.Name), u.Soft, u.Hard))
-	}
-	return opts
+	r := newRequest(b.bc, b.src.Filename, b.file, b.opts, p, b.context)
+	r.SourceMap, r.MetaResolver = b.src.SourceMap, b.c
+	return r
 }
 
 // solve runs a stage and returns its result reference.
@@ -181,7 +150,7 @@ func (b *build) result(ctx context.Context, stage *Stage, p ocispecs.Platform) (
 	if err != nil {
 		return nil, nil, err
 	}
-	if r.Status != "ok" {
+	if r.Status != nixeval.StatusOK {
 		return nil, nil, stage.ResultError(b.src.Filename, r)
 	}
 	return ref, r, nil
@@ -208,10 +177,7 @@ func (b *build) image(ctx context.Context, p ocispecs.Platform) (*dockerui.Build
 	if err != nil {
 		return nil, nil, err
 	}
-	if spec.System != stage.Plan.System {
-		return nil, nil, fmt.Errorf("the image spec is for %s, but %s was requested", spec.System, stage.Plan.System)
-	}
-	img, err := stage.Image(spec, ImageOptions{Epoch: b.opts.Epoch, Labels: b.bc.Labels, IgnoreCache: stage.IgnoreCache})
+	img, err := stage.Image(spec)
 	if err != nil {
 		return nil, nil, err
 	}

@@ -256,15 +256,6 @@ func (s *Spec) Paths() []string {
 	return out
 }
 
-// TotalNarSize is the sum of the closure's NAR sizes.
-func (s *Spec) TotalNarSize() int64 {
-	var n int64
-	for _, p := range s.Closure {
-		n += p.NarSize
-	}
-	return n
-}
-
 // EntryPaths returns the skeleton entries' paths, sorted.
 func EntryPaths(entries []Entry) []string {
 	out := make([]string, len(entries))

@@ -25,8 +25,12 @@ func TestParseFixture(t *testing.T) {
 	if s.ImageName != "web" || s.ImageTag != "latest" || s.MaxLayers != 125 {
 		t.Errorf("header = %q:%q max %d", s.ImageName, s.ImageTag, s.MaxLayers)
 	}
-	if len(s.Closure) != 4 || s.TotalNarSize() != 20480+31457280*2+4096 {
-		t.Errorf("closure: %d paths, %d bytes", len(s.Closure), s.TotalNarSize())
+	var total int64
+	for _, p := range s.Closure {
+		total += p.NarSize
+	}
+	if len(s.Closure) != 4 || total != 20480+31457280*2+4096 {
+		t.Errorf("closure: %d paths, %d bytes", len(s.Closure), total)
 	}
 	if s.Config.StopSignal != "SIGRTMIN+3" || s.Config.Healthcheck == nil || s.Config.Healthcheck.Interval.Seconds() != 30 {
 		t.Errorf("config = %+v", s.Config)

@@ -18,7 +18,7 @@ type Options struct {
 }
 
 // NewPlan decides what to build from a parsed file and the options, as
-// DESIGN.md's "The file" says: a flake without a body builds its target; a
+// README's "Build with BuildKit" section says: a flake without a body builds its target; a
 // flake with a body extends it for the image only; a body without a flake
 // is the whole configuration, built with nixpkgs. Problems in the file are
 // *nixfile.Error.
