@@ -1,12 +1,8 @@
 package frontend
 
 import (
-	"archive/tar"
-	"bytes"
-	"compress/gzip"
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -23,6 +19,7 @@ import (
 	"github.com/moby/buildkit/session/secrets/secretsprovider"
 	"github.com/moby/buildkit/solver/errdefs"
 	dockerspec "github.com/moby/docker-image-spec/specs-go/v1"
+	"github.com/nixos2docker/nixos2docker/internal/ocitest"
 	"github.com/nixos2docker/nixos2docker/internal/testenv"
 	ocispecs "github.com/opencontainers/image-spec/specs-go/v1"
 	"github.com/tonistiigi/fsutil"
@@ -234,23 +231,22 @@ func TestBuildKitToy(t *testing.T) {
 	// root; what the build made (the skeleton) stamped with SOURCE_DATE_EPOCH,
 	// the store (its files and /nix, /nix/store) with Nix's time 1 in every
 	// layer, so that store layers do not depend on the epoch (imagemodel).
-	_, hdrs, _ := readOCIHeaders(t, oci)
+	img := readImage(t, oci)
 	modes := map[string]int64{}
-	for _, h := range hdrs[len(hdrs)-1] {
-		modes[strings.TrimSuffix(strings.TrimPrefix(h.Name, "./"), "/")] = h.Mode & 0o7777
+	for _, e := range img.Layers[len(img.Layers)-1].Entries {
+		modes[e.Name] = e.Mode
 	}
 	if modes["tmp"] != 0o1777 || modes["root"] != 0o700 {
 		t.Errorf("skeleton modes: /tmp %o, /root %o (all: %v)", modes["tmp"], modes["root"], modes)
 	}
-	for i, hs := range hdrs {
-		for _, h := range hs {
-			name := strings.TrimSuffix(strings.TrimPrefix(h.Name, "./"), "/")
+	for i, l := range img.Layers {
+		for _, e := range l.Entries {
 			want := int64(1700000000)
-			if name == "nix" || strings.HasPrefix(name, "nix/") {
+			if e.Name == "nix" || e.Name == "nix/store" || strings.HasPrefix(e.Name, "nix/store/") {
 				want = 1
 			}
-			if h.ModTime.Unix() != want || h.Uid != 0 || h.Gid != 0 {
-				t.Errorf("layer %d: %s has mtime %v (want %d), owner %d:%d", i, h.Name, h.ModTime.Unix(), want, h.Uid, h.Gid)
+			if e.ModTime.Unix() != want || e.UID != 0 || e.GID != 0 {
+				t.Errorf("layer %d: %s has mtime %v (want %d), owner %d:%d", i, e.Name, e.ModTime.Unix(), want, e.UID, e.GID)
 			}
 		}
 	}
@@ -383,8 +379,7 @@ func TestBuildKitReproducible(t *testing.T) {
 		if err != nil {
 			t.Fatalf("build %d: %v\nlogs:\n%s", i+1, err, res.logs)
 		}
-		_, _, d := readOCIHeaders(t, oci)
-		digests = append(digests, d)
+		digests = append(digests, readImage(t, oci).ManifestDigest)
 		var layers int
 		for _, n := range res.made {
 			if strings.HasPrefix(n, "layer ") {
@@ -632,119 +627,35 @@ func TestBuildKitUnsupportedPlatform(t *testing.T) {
 // names of each layer.
 func readOCI(t *testing.T, p string) (*dockerspec.DockerOCIImage, [][]string) {
 	t.Helper()
-	cfg, hdrs, _ := readOCIHeaders(t, p)
+	img := readImage(t, p)
 	var layers [][]string
-	for _, hs := range hdrs {
+	for _, l := range img.Layers {
 		var names []string
-		for _, h := range hs {
-			names = append(names, strings.TrimPrefix(h.Name, "./"))
+		for _, e := range l.Entries {
+			names = append(names, e.Name)
 		}
 		layers = append(layers, names)
 	}
-	return cfg, layers
+	return &img.Config, layers
 }
 
-// readOCIHeaders reads an OCI layout tarball of one image: its config, the
-// tar headers of each layer, and the manifest digest.
-func readOCIHeaders(t *testing.T, p string) (*dockerspec.DockerOCIImage, [][]*tar.Header, string) {
+// readImage reads the linux/amd64 image of an OCI layout tarball.
+func readImage(t *testing.T, p string) *ocitest.Image {
 	t.Helper()
-	f, err := os.Open(p)
+	img, err := ocitest.ReadFile(p)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer f.Close()
-	blobs := map[string][]byte{}
-	tr := tar.NewReader(f)
-	for {
-		h, err := tr.Next()
-		if errors.Is(err, io.EOF) {
-			break
-		}
-		if err != nil {
-			t.Fatal(err)
-		}
-		data, err := io.ReadAll(tr)
-		if err != nil {
-			t.Fatal(err)
-		}
-		blobs[h.Name] = data
-	}
-	blob := func(d string) []byte {
-		b, ok := blobs["blobs/"+strings.Replace(d, ":", "/", 1)]
-		if !ok {
-			t.Fatalf("blob %s missing", d)
-		}
-		return b
-	}
-	var idx ocispecs.Index
-	if err := json.Unmarshal(blobs["index.json"], &idx); err != nil || len(idx.Manifests) == 0 {
-		t.Fatalf("index.json: %v", err)
-	}
-	var m ocispecs.Manifest
-	if err := json.Unmarshal(blob(idx.Manifests[0].Digest.String()), &m); err != nil {
-		t.Fatal(err)
-	}
-	var cfg dockerspec.DockerOCIImage
-	if err := json.Unmarshal(blob(m.Config.Digest.String()), &cfg); err != nil {
-		t.Fatal(err)
-	}
-	var layers [][]*tar.Header
-	for _, l := range m.Layers {
-		hs, err := layerHeaders(blob(l.Digest.String()))
-		if err != nil {
-			t.Fatalf("layer %s: %v", l.Digest, err)
-		}
-		layers = append(layers, hs)
-	}
-	return &cfg, layers, idx.Manifests[0].Digest.String()
-}
-
-func layerHeaders(data []byte) ([]*tar.Header, error) {
-	zr, err := gzipReader(data)
-	if err != nil {
-		return nil, err
-	}
-	tr := tar.NewReader(zr)
-	var out []*tar.Header
-	for {
-		h, err := tr.Next()
-		if errors.Is(err, io.EOF) {
-			return out, nil
-		}
-		if err != nil {
-			return nil, fmt.Errorf("read layer: %w", err)
-		}
-		out = append(out, h)
-	}
-}
-
-func gzipReader(data []byte) (io.Reader, error) {
-	return gzip.NewReader(bytes.NewReader(data))
+	return img
 }
 
 func blobPath(d string) string { return "blobs/" + strings.Replace(d, ":", "/", 1) }
 
 func readBlobs(t *testing.T, p string) map[string][]byte {
 	t.Helper()
-	f, err := os.Open(p)
+	files, err := ocitest.FilesOf(p)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer f.Close()
-	blobs := map[string][]byte{}
-	tr := tar.NewReader(f)
-	for {
-		h, err := tr.Next()
-		if errors.Is(err, io.EOF) {
-			return blobs
-		}
-		if err != nil {
-			t.Fatal(err)
-		}
-		data, err := io.ReadAll(tr)
-		if err != nil {
-			t.Fatal(err)
-		}
-		blobs[h.Name] = data
-	}
+	return files
 }

@@ -207,7 +207,7 @@ func compareImages(t *testing.T, want, got *ocitest.Image) {
 		t.Fatalf("archive has %d layers, frontend %d", len(want.Layers), len(got.Layers))
 	}
 	for i := range want.Layers {
-		w, g := entryLines(want.Layers[i]), entryLines(got.Layers[i])
+		w, g := entryLines(want.Layers[i].Entries), entryLines(got.Layers[i].Entries)
 		if !slices.Equal(w, g) {
 			t.Errorf("layer %d/%d differs:\n%s", i+1, len(want.Layers), lineDiff(w, g))
 		}

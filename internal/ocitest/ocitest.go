@@ -17,7 +17,10 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"os"
+	"path"
+	"slices"
 	"strings"
 	"time"
 
@@ -43,42 +46,75 @@ func (e Entry) String() string {
 		e.Name, e.Type, e.Mode, e.UID, e.GID, e.ModTime.Unix(), e.Linkname, e.Size, e.SHA256)
 }
 
-// Image is one image of a layout.
+// Layer is one layer blob with the entries of its tar stream.
+type Layer struct {
+	Digest  string
+	Size    int64
+	Entries []Entry
+}
+
+// StorePaths returns the store paths this layer holds anything of, sorted.
+func (l Layer) StorePaths() []string {
+	seen := map[string]bool{}
+	for _, e := range l.Entries {
+		if p := StorePathOf(e.Name); p != "" {
+			seen[p] = true
+		}
+	}
+	return slices.Sorted(maps.Keys(seen))
+}
+
+// StorePathOf returns "/nix/store/<name>" for an entry at or below a store
+// path, or "".
+func StorePathOf(name string) string {
+	rest, ok := strings.CutPrefix(name, "nix/store/")
+	if !ok || rest == "" {
+		return ""
+	}
+	top, _, _ := strings.Cut(rest, "/")
+	return "/nix/store/" + top
+}
+
+// Image is one platform's image of a layout.
 type Image struct {
 	Manifest       ocispec.Manifest
 	ManifestDigest string
 	Config         dockerspec.DockerOCIImage
-	// Layers are the layers' entries, bottom to top, in tar order.
-	Layers [][]Entry
+	// Layers are bottom to top, entries in tar order.
+	Layers []Layer
+	// Blobs are every file of the layout by name ("index.json",
+	// "blobs/sha256/…"), for tests that look further.
+	Blobs map[string][]byte
 }
 
-// ReadFile reads the first image of an OCI layout tar file.
+// ReadFile reads the linux/amd64 image of an OCI layout tar file.
 func ReadFile(p string) (*Image, error) {
+	return ReadFilePlatform(p, "linux", "amd64")
+}
+
+// ReadFilePlatform reads the image for os/arch of an OCI layout tar file.
+func ReadFilePlatform(p, os_, arch string) (*Image, error) {
 	f, err := os.Open(p)
 	if err != nil {
 		return nil, err
 	}
 	defer f.Close()
-	return Read(bufio.NewReader(f))
+	img, err := read(bufio.NewReader(f), os_, arch)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", p, err)
+	}
+	return img, nil
 }
 
-// Read reads the first image of an OCI layout tar.
-func Read(r io.Reader) (*Image, error) {
-	files := map[string][]byte{}
-	tr := tar.NewReader(r)
-	for {
-		h, err := tr.Next()
-		if errors.Is(err, io.EOF) {
-			break
-		}
-		if err != nil {
-			return nil, fmt.Errorf("reading the layout: %w", err)
-		}
-		data, err := io.ReadAll(tr)
-		if err != nil {
-			return nil, fmt.Errorf("reading %s: %w", h.Name, err)
-		}
-		files[strings.TrimPrefix(h.Name, "./")] = data
+// Read reads the linux/amd64 image of an OCI layout tar.
+func Read(r io.Reader) (*Image, error) { return read(r, "linux", "amd64") }
+
+// read reads an OCI layout tar; a multi-platform or attested index is
+// followed to its one image manifest for os/arch.
+func read(r io.Reader, os_, arch string) (*Image, error) {
+	files, err := Files(r)
+	if err != nil {
+		return nil, err
 	}
 	blob := func(d string) ([]byte, error) {
 		b, ok := files["blobs/"+strings.Replace(d, ":", "/", 1)]
@@ -88,10 +124,14 @@ func Read(r io.Reader) (*Image, error) {
 		return b, nil
 	}
 	var idx ocispec.Index
-	if err := json.Unmarshal(files["index.json"], &idx); err != nil || len(idx.Manifests) == 0 {
-		return nil, fmt.Errorf("index.json: no manifest (%v)", err)
+	if err := json.Unmarshal(files["index.json"], &idx); err != nil {
+		return nil, fmt.Errorf("index.json: not an OCI layout (%v)", err)
 	}
-	img := &Image{ManifestDigest: idx.Manifests[0].Digest.String()}
+	desc, err := pickManifest(blob, idx.Manifests, os_, arch)
+	if err != nil {
+		return nil, err
+	}
+	img := &Image{ManifestDigest: desc.Digest.String(), Blobs: files}
 	data, err := blob(img.ManifestDigest)
 	if err != nil {
 		return nil, err
@@ -105,18 +145,87 @@ func Read(r io.Reader) (*Image, error) {
 	if err := json.Unmarshal(data, &img.Config); err != nil {
 		return nil, fmt.Errorf("config: %w", err)
 	}
-	for _, l := range img.Manifest.Layers {
+	for i, l := range img.Manifest.Layers {
 		data, err := blob(l.Digest.String())
 		if err != nil {
 			return nil, err
 		}
 		entries, err := LayerEntries(data)
 		if err != nil {
-			return nil, fmt.Errorf("layer %s: %w", l.Digest, err)
+			return nil, fmt.Errorf("layer %d (%s): %w", i, l.Digest, err)
 		}
-		img.Layers = append(img.Layers, entries)
+		img.Layers = append(img.Layers, Layer{Digest: l.Digest.String(), Size: l.Size, Entries: entries})
 	}
 	return img, nil
+}
+
+// FilesOf reads every file of a layout tar file by name ("index.json",
+// "blobs/sha256/…").
+func FilesOf(p string) (map[string][]byte, error) {
+	f, err := os.Open(p)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	return Files(bufio.NewReader(f))
+}
+
+// Files reads every regular file of a tar by its cleaned name.
+func Files(r io.Reader) (map[string][]byte, error) {
+	files := map[string][]byte{}
+	tr := tar.NewReader(r)
+	for {
+		h, err := tr.Next()
+		if errors.Is(err, io.EOF) {
+			return files, nil
+		}
+		if err != nil {
+			return nil, fmt.Errorf("reading the layout: %w", err)
+		}
+		if h.Typeflag != tar.TypeReg {
+			continue
+		}
+		data, err := io.ReadAll(tr)
+		if err != nil {
+			return nil, fmt.Errorf("reading %s: %w", h.Name, err)
+		}
+		files[path.Clean(h.Name)] = data
+	}
+}
+
+func pickManifest(blob func(string) ([]byte, error), descs []ocispec.Descriptor, os_, arch string) (ocispec.Descriptor, error) {
+	var found []ocispec.Descriptor
+	for _, d := range descs {
+		switch d.MediaType {
+		case ocispec.MediaTypeImageIndex, "application/vnd.docker.distribution.manifest.list.v2+json":
+			data, err := blob(d.Digest.String())
+			if err != nil {
+				return d, err
+			}
+			var sub ocispec.Index
+			if err := json.Unmarshal(data, &sub); err != nil {
+				return d, fmt.Errorf("index %s: %w", d.Digest, err)
+			}
+			m, err := pickManifest(blob, sub.Manifests, os_, arch)
+			if err != nil {
+				return d, err
+			}
+			found = append(found, m)
+		default:
+			// Attestation manifests (provenance, SBOM) have platform unknown/unknown.
+			if d.Annotations["vnd.docker.reference.type"] == "attestation-manifest" {
+				continue
+			}
+			if d.Platform != nil && (d.Platform.OS != os_ || d.Platform.Architecture != arch) {
+				continue
+			}
+			found = append(found, d)
+		}
+	}
+	if len(found) != 1 {
+		return ocispec.Descriptor{}, fmt.Errorf("expected one %s/%s image manifest, found %d", os_, arch, len(found))
+	}
+	return found[0], nil
 }
 
 // LayerEntries reads a layer blob, plain or gzip-compressed.
@@ -140,7 +249,7 @@ func LayerEntries(data []byte) ([]Entry, error) {
 			return nil, err
 		}
 		e := Entry{
-			Name:     strings.TrimSuffix(strings.TrimPrefix(h.Name, "./"), "/"),
+			Name:     strings.TrimPrefix(path.Clean("/"+h.Name), "/"),
 			Type:     h.Typeflag,
 			Mode:     h.Mode & 0o7777,
 			UID:      h.Uid,
