@@ -21,6 +21,7 @@ import (
 	"github.com/nixos2docker/nixos2docker/imagemodel"
 	"github.com/nixos2docker/nixos2docker/imagespec"
 	"github.com/nixos2docker/nixos2docker/internal/ocitest"
+	"github.com/nixos2docker/nixos2docker/internal/testenv"
 	"github.com/tonistiigi/fsutil"
 )
 
@@ -39,15 +40,11 @@ func TestFacesGiveTheSameImage(t *testing.T) {
 	}
 	defer c.Close()
 
-	fixture, err := os.ReadFile("../imagespec/testdata/spec-v1.json")
-	if err != nil {
-		t.Fatal(err)
-	}
 	epoch := time.Unix(1700000000, 0).UTC()
 	specs := map[string]func() *imagespec.Spec{
-		"fixture": func() *imagespec.Spec { return mustParse(t, fixture) },
+		"fixture": func() *imagespec.Spec { return testenv.SpecFixture(t) },
 		"empty skeleton": func() *imagespec.Spec {
-			s := mustParse(t, fixture)
+			s := testenv.SpecFixture(t)
 			s.Skeleton = nil
 			return s
 		},
@@ -85,15 +82,6 @@ func TestFacesGiveTheSameImage(t *testing.T) {
 			})
 		}
 	}
-}
-
-func mustParse(t *testing.T, data []byte) *imagespec.Spec {
-	t.Helper()
-	s, err := imagespec.Parse(data)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return s
 }
 
 // generated is a spec of n store paths, each referencing the one before.

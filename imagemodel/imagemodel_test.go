@@ -1,28 +1,17 @@
 package imagemodel
 
 import (
-	"os"
 	"slices"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/nixos2docker/nixos2docker/imagespec"
+	"github.com/nixos2docker/nixos2docker/internal/testenv"
 	"github.com/nixos2docker/nixos2docker/layers"
 )
 
-func loadSpec(t *testing.T) *imagespec.Spec {
-	t.Helper()
-	data, err := os.ReadFile("../imagespec/testdata/spec-v1.json")
-	if err != nil {
-		t.Fatal(err)
-	}
-	s, err := imagespec.Parse(data)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return s
-}
+func loadSpec(t *testing.T) *imagespec.Spec { return testenv.SpecFixture(t) }
 
 func TestNewLayersAndHistory(t *testing.T) {
 	s := loadSpec(t)

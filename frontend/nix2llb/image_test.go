@@ -14,21 +14,11 @@ import (
 	"github.com/nixos2docker/nixos2docker/frontend/nix2llb"
 	"github.com/nixos2docker/nixos2docker/imagemodel"
 	"github.com/nixos2docker/nixos2docker/imagespec"
+	"github.com/nixos2docker/nixos2docker/internal/testenv"
 	digest "github.com/opencontainers/go-digest"
 )
 
-func loadSpec(t *testing.T) *imagespec.Spec {
-	t.Helper()
-	data, err := os.ReadFile("../../imagespec/testdata/spec-v1.json")
-	if err != nil {
-		t.Fatal(err)
-	}
-	s, err := imagespec.Parse(data)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return s
-}
+func loadSpec(t testing.TB) *imagespec.Spec { return testenv.SpecFixture(t) }
 
 func model(t testing.TB, s *imagespec.Spec, epoch *time.Time) *imagemodel.Model {
 	t.Helper()
@@ -288,8 +278,8 @@ func TestImageIgnoreCache(t *testing.T) {
 
 // syntheticSpec is a spec of n store paths, each referencing a few earlier
 // ones, shaped enough like a NixOS closure for timing.
-func syntheticSpec(n int) *imagespec.Spec {
-	s := loadSpecNoT()
+func syntheticSpec(t testing.TB, n int) *imagespec.Spec {
+	s := loadSpec(t)
 	s.Closure = nil
 	for i := 0; i < n; i++ {
 		p := imagespec.Path{
@@ -309,22 +299,10 @@ func syntheticSpec(n int) *imagespec.Spec {
 	return s
 }
 
-func loadSpecNoT() *imagespec.Spec {
-	data, err := os.ReadFile("../../imagespec/testdata/spec-v1.json")
-	if err != nil {
-		panic(err)
-	}
-	s, err := imagespec.Parse(data)
-	if err != nil {
-		panic(err)
-	}
-	return s
-}
-
 // BenchmarkNewImage times the LLB of a 2,000-path closure in 124 layers,
 // marshalled: what the frontend does between reading the spec and solving.
 func BenchmarkNewImage(b *testing.B) {
-	s := syntheticSpec(2000)
+	s := syntheticSpec(b, 2000)
 	m := model(b, s, nil)
 	store := llb.Image("localhost:5000/builder").Run(llb.Shlex("true")).Root()
 	b.ResetTimer()

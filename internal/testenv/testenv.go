@@ -6,6 +6,8 @@
 package testenv
 
 import (
+	"github.com/nixos2docker/nixos2docker/imagespec"
+
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -109,4 +111,26 @@ func CopyTree(t testing.TB, root, dst string, rels ...string) {
 			t.Fatalf("copying %s: %v", rel, err)
 		}
 	}
+}
+
+// SpecFixturePath is the image spec fixture both sides' tests share
+// (imagespec/testdata/spec-v1.json), as an absolute path.
+func SpecFixturePath(t testing.TB) string {
+	t.Helper()
+	return filepath.Join(RepoRoot(t), "imagespec", "testdata", "spec-v1.json")
+}
+
+// SpecFixture is the parsed (so validated) image spec fixture; each call
+// returns a new copy to modify.
+func SpecFixture(t testing.TB) *imagespec.Spec {
+	t.Helper()
+	data, err := os.ReadFile(SpecFixturePath(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := imagespec.Parse(data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
 }
