@@ -3,8 +3,11 @@
 # reachable (the test harness passes a Go image it made and pushed itself).
 ARG GO_IMAGE=golang:1.26
 FROM ${GO_IMAGE} AS build
-ARG GOPROXY=https://proxy.golang.org,direct
-ENV CGO_ENABLED=0 GOFLAGS=-trimpath GOPROXY=${GOPROXY}
+# Only when the build passes one (hack/images/build passes the machine's when it
+# is not Go's default): a build arg is in the RUN steps' environment; unset, Go
+# uses its own default proxy.
+ARG GOPROXY
+ENV CGO_ENABLED=0 GOFLAGS=-trimpath
 WORKDIR /src
 # The frontend module (BuildKit) requires the root module through a replace directive.
 COPY go.mod go.sum ./

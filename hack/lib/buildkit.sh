@@ -50,6 +50,12 @@ n2d_tools_bin() {
 	"$N2D_ROOT/hack/tools"
 }
 
+# n2d_goproxy prints this machine's GOPROXY when it is not Go's default, else nothing: image builds
+# pass it on as a build arg only then, and otherwise leave the Go inside them to its own default.
+n2d_goproxy() {
+	[[ -z $(go env -changed GOPROXY) ]] || go env GOPROXY
+}
+
 n2d_buildkit_sock() { printf '%s\n' "$N2D_STATE/buildkitd/buildkitd.sock"; }
 
 n2d_env_vars() {

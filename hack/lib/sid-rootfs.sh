@@ -21,7 +21,10 @@ sid_rootfs_mirror() {
   m=$(cat /etc/apt/sources.list /etc/apt/sources.list.d/*.list /etc/apt/sources.list.d/*.sources 2>/dev/null |
     sed -n -e 's/^URIs:[[:space:]]*//p' -e 's/^deb[[:space:]]\+\(\[[^]]*\][[:space:]]\+\)\?\([^[:space:]]\+\).*/\2/p' |
     tr ' ' '\n' | grep -E '/debian/?$' | grep -v security | head -n1) || true
-  echo "${m:-http://deb.debian.org/debian}"
+  # None there: debootstrap's own default mirror, read from the tool rather than named here.
+  [[ -n "$m" ]] || m=$(sed -n 's/^DEF_MIRROR="\(.*\)"$/\1/p' "$(command -v debootstrap)" | head -n1)
+  [[ -n "$m" ]] || { echo "sid_rootfs: no Debian mirror in the apt sources and none in debootstrap: set SID_MIRROR" >&2; return 1; }
+  echo "$m"
 }
 
 # sid_chroot DIR CMD...: run CMD in DIR with /proc and /dev, in a private mount namespace.
