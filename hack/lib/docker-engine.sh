@@ -78,7 +78,8 @@ engine_root_ensure() {
   echo "$want" >"$tmp/.nixos2docker-engine"
   rm -rf "$ENGINE_ROOT"
   mv "$tmp" "$ENGINE_ROOT"
-  ENGINE_ROOT_TMP=
+  # shellcheck disable=SC2034 # read by hack/docker-engine's cleanup
+  ENGINE_ROOT_TMP=''
 }
 
 # engine_pid_alive PID COMM: PID runs and its comm is COMM.
@@ -204,7 +205,7 @@ engine_pin_ns() {
 }
 engine_unpin_ns() {
   exec 7<&- 8<&-
-  ENGINE_NS_MNT= ENGINE_NS_NET=
+  ENGINE_NS_MNT='' ENGINE_NS_NET=''
 }
 
 # engine_ns_pids: host PIDs of processes in the pinned namespaces of the engine (none if unpinned).
