@@ -61,7 +61,18 @@ n2d_deps() {
   fi
   if ((${#apt_pkgs[@]})); then
     n2d_deps_log "$( ((dry)) && echo "would install" || echo installing) ${apt_pkgs[*]} (apt-get; for ${apt_for[*]})"
-    ((dry)) || n2d_deps_apt "${apt_pkgs[@]}" || return 1
+    if ((!dry)); then
+      n2d_deps_apt "${apt_pkgs[@]}" || return 1
+      # A package of another Debian release may not hold the command any more.
+      local still=()
+      for cmd in "${apt_for[@]}"; do
+        if [[ $cmd == /* ]]; then [[ -e $cmd ]] || still+=("$cmd"); else command -v "$cmd" >/dev/null || still+=("$cmd"); fi
+      done
+      if ((${#still[@]})); then
+        n2d_deps_log "installed ${apt_pkgs[*]}, but ${still[*]} still missing: on this Debian another package has them (fix hack/lib/deps.list)"
+        return 1
+      fi
+    fi
   fi
   local t name pkg dir
   for t in "${go_tools[@]}"; do
@@ -121,7 +132,7 @@ n2d_deps_gomod() {
       return 1
     fi
     rm -f "$log"
-  done < <(git -C "$root" ls-files -co --exclude-standard -- 'go.mod' '*/go.mod')
+  done < <(git -C "$root" ls-files -co --exclude-standard -- 'go.mod' '*/go.mod' 2>/dev/null)
 }
 
 # Run as a command: hack/lib/deps.sh [--dry-run] SCOPE.
