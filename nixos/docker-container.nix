@@ -73,7 +73,12 @@ let
       volumes
       ;
     healthcheck = {
-      inherit (cfg.healthcheck) enable interval startPeriod;
+      inherit (cfg.healthcheck)
+        enable
+        interval
+        startPeriod
+        startInterval
+        ;
     };
   };
 

@@ -9,7 +9,7 @@
 #     name;                     # image name (the title label)
 #     env ? { };                # more Env; a PATH here replaces the default
 #     labels ? { };  exposedPorts ? [ "80" "53/udp" ];  volumes ? [ "/var/lib/x" ];
-#     healthcheck ? { enable = true; interval = 30; startPeriod = 60; };  # seconds
+#     healthcheck ? { enable = true; interval = 30; startPeriod = 60; startInterval = 2; };  # seconds
 #   }
 {
   toplevel,
@@ -25,6 +25,7 @@ let
     enable = true;
     interval = 30;
     startPeriod = 60;
+    startInterval = 2;
   }
   // healthcheck;
 
@@ -78,6 +79,9 @@ in
         Interval = seconds hc.interval;
         Timeout = seconds 10;
         StartPeriod = seconds hc.startPeriod;
+        # Docker >= 25 checks this often during StartPeriod, so a booted
+        # container is reported healthy within seconds, not after Interval.
+        StartInterval = seconds hc.startInterval;
         Retries = 3;
       };
     }
