@@ -141,6 +141,19 @@ let
         shell = "/run/current-system/sw/bin/false";
         description = "Unprivileged account (don't use!)";
       };
+      # nixos/modules/system/boot/systemd.nix
+      systemd-network = {
+        uid = 152;
+        group = "systemd-network";
+        home = "/var/empty";
+        shell = "/run/current-system/sw/bin/false";
+      };
+      systemd-resolve = {
+        uid = 153;
+        group = "systemd-resolve";
+        home = "/var/empty";
+        shell = "/run/current-system/sw/bin/false";
+      };
     };
     users.groups = {
       root.gid = 0;
@@ -149,6 +162,9 @@ let
       utmp.gid = 29;
       adm.gid = 55;
       systemd-journal.gid = 62;
+      keys.gid = 96;
+      systemd-network.gid = 152;
+      systemd-resolve.gid = 153;
       users.gid = 100;
       nogroup.gid = 65534;
     };
