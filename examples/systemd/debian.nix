@@ -52,9 +52,21 @@ let
     mkDrv "systemd-${versions.systemd}" (
       patchDir "systemd" interp "$out/lib/systemd:${libs}/lib"
       + ''
-        # Units and tmpfiles.d name their programs by Debian's /usr paths.
+        # Units and tmpfiles.d name their programs by Debian's /usr paths, or
+        # by bare names systemd looks up in its compiled-in search path
+        # (/usr/bin …): point both at this package (nixpkgs' systemd has its own
+        # store path compiled in).
+        {
+          echo "s#/usr/lib/systemd/#$out/lib/systemd/#g"
+          echo "s#/usr/bin/#$out/bin/#g"
+          for p in "$out"/bin/*; do
+            n=''${p##*/}
+            echo "s#^\(Exec[A-Za-z]*=[-@:+!|]*\)$n\$#\1$out/bin/$n#"
+            echo "s#^\(Exec[A-Za-z]*=[-@:+!|]*\)$n #\1$out/bin/$n #"
+          done
+        } > units.sed
         for f in $(find "$out/example" -type f); do
-          sed -i -e "s|/usr/lib/systemd/|$out/lib/systemd/|g" -e "s|/usr/bin/|$out/bin/|g" "$f"
+          sed -i -f units.sed "$f"
         done
       ''
     ) { };

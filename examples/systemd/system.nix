@@ -664,6 +664,16 @@ let
     mkdir -m 0755 -p /var/lib /var/log /var/cache /var/db /nix/var/nix/gcroots
     mkdir -m 1777 -p /var/tmp
 
+    # Not in NixOS: a machine ID before systemd starts. Without one systemd
+    # writes "uninitialized" to /etc/machine-id and bind-mounts a transient
+    # ID over it, which fails without CAP_SYS_ADMIN: the ID stays unreadable
+    # (journal directory, %m specifiers). Each container gets its own,
+    # kept in its writable layer.
+    if [ ! -s /etc/machine-id ] || [ "$(cat /etc/machine-id)" = uninitialized ]; then
+      rm -f /etc/machine-id
+      ${systemd}/bin/systemd-machine-id-setup
+    fi
+
     # Make this configuration the current configuration.
     ln -sfn "$(readlink -f "$systemConfig")" /run/current-system
 
