@@ -155,6 +155,18 @@ func TestSystemdExampleInDocker(t *testing.T) {
 			t.Errorf("the DynamicUser= service runs as root: %s", m[0])
 		}
 
+		// The hardened service's seccomp filters are loaded (systemd 262 dlopens libseccomp:
+		// without it in the closure they are silently skipped).
+		if pid, err := c.Exec(ctx, "systemctl", "show", "-P", "MainPID", "n2d-hardened.service"); err != nil {
+			t.Errorf("MainPID of n2d-hardened.service: %v", err)
+		} else if status, err := c.Exec(ctx, "cat", "/proc/"+strings.TrimSpace(pid)+"/status"); err != nil || !regexp.MustCompile(`(?m)^Seccomp:\s+2$`).MatchString(status) {
+			t.Errorf("n2d-hardened.service (pid %s) runs without its SystemCallFilter= (want Seccomp: 2 in its status; %v):\n%s", strings.TrimSpace(pid), err, status)
+		}
+		// A machine ID of its own (systemd cannot bind-mount a transient one here).
+		if id, err := c.Exec(ctx, "cat", "/etc/machine-id"); err != nil || !regexp.MustCompile(`^[0-9a-f]{32}\n?$`).MatchString(id) {
+			t.Errorf("/etc/machine-id = %q (%v), want 32 hex digits", id, err)
+		}
+
 		// No -e PATH: the image's Env reaches /run/current-system/sw/bin.
 		status, err := c.Exec(ctx, "systemctl", "status", "--no-pager")
 		if err != nil {
