@@ -51,102 +51,34 @@ let
     else
       x;
 
-  # Units that fail or make no sense without privileges, hardware or a
-  # console; masked (a unit with enable = false is a link to /dev/null,
-  # nixpkgs nixos/lib/systemd-lib.nix, makeUnit). Each was started in the
-  # patched container (patches/systemd/README.md, "Units a NixOS container
-  # image should mask"): rfkill and hibernate-resume fail; logind runs but
-  # has no seats and its sessions are scopes, which need cgroups; the rest
-  # are skipped by their own conditions or serve no purpose in a container.
-  # Kept because they work unprivileged with the patched systemd:
-  # systemd-journald and systemd-journal-flush (journalctl works; services'
-  # output goes to `docker logs` anyway, see logging below) and
-  # systemd-tmpfiles-setup-dev(-early).
-  maskedServices = [
-    "systemd-sysctl"
-    "systemd-random-seed"
-    "systemd-rfkill"
-    "systemd-hibernate-resume"
-    "systemd-binfmt"
-    "systemd-pstore"
-    "systemd-firstboot"
-    "systemd-hwdb-update"
-    "systemd-networkd"
-    "systemd-networkd-wait-online"
-    "firewall"
-    "network-setup"
-    "systemd-remount-fs"
-    "suid-sgid-wrappers"
-    "systemd-logind"
-    "systemd-vconsole-setup"
-    "getty@"
-    "serial-getty@"
-    "autovt@"
-    "console-getty"
-    "container-getty@"
-    "systemd-update-utmp"
-    "systemd-machine-id-commit"
-    "systemd-ask-password-wall"
-  ];
-  maskedSockets = [
-    "systemd-networkd"
-    "systemd-rfkill"
-  ];
-  maskedPaths = [ "systemd-ask-password-wall" ];
+  # Masked units, manager settings and the root slice's drop-in: shared with
+  # examples/systemd, which builds the same system without nixpkgs.
+  containerUnits = import ./lib/container-units.nix;
   mask = names: lib.genAttrs names (_: { enable = lib.mkForce false; });
-
-  # docker exec uses the image's Env: the same PATH a NixOS login shell has
-  # (nixos/modules/config/shells-environment.nix), so `docker exec C systemctl …`
-  # works without -e PATH.
-  path = lib.concatStringsSep ":" [
-    "/run/wrappers/bin"
-    "/root/.nix-profile/bin"
-    "/nix/profile/bin"
-    "/nix/var/nix/profiles/default/bin"
-    "/run/current-system/sw/bin"
-  ];
-  envAttrs = {
-    container = "docker";
-    PATH = path;
-  }
-  // cfg.env;
-  # container first: PID 1 reads it to detect the container manager.
-  env = [ "container=${envAttrs.container}" ] ++ lib.mapAttrsToList (n: v: "${n}=${v}") (
-    removeAttrs envAttrs [ "container" ]
-  );
 
   # A store-path-safe form of the image name for derivation names.
   safeName = lib.replaceStrings [ "/" ":" ] [ "-" "-" ] cfg.name;
 
-  portKey = p: if lib.hasInfix "/" p then p else "${p}/tcp";
-
   toplevel = config.system.build.toplevel;
 
-  # Docker's image config (the docker-image-spec type; durations in ns).
-  imageConfig = {
-    Entrypoint = [ "${toplevel}/init" ];
-    Env = env;
-    # systemd powers off on SIGRTMIN+3; Docker, containerd and Podman honour
-    # StopSignal (the patched systemd also treats SIGTERM as poweroff).
-    StopSignal = "SIGRTMIN+3";
-    Labels = {
-      "org.opencontainers.image.title" = cfg.name;
-    }
-    // cfg.labels;
-    ExposedPorts = lib.listToAttrs (map (p: lib.nameValuePair (portKey p) { }) cfg.exposedPorts);
-    Volumes = lib.genAttrs cfg.volumes (_: { });
-  }
-  // lib.optionalAttrs cfg.healthcheck.enable {
-    Healthcheck = {
-      Test = [
-        "CMD"
-        "/run/current-system/sw/bin/systemctl"
-        "is-system-running"
-      ];
-      Interval = cfg.healthcheck.interval * 1000000000;
-      Timeout = 10 * 1000000000;
-      StartPeriod = cfg.healthcheck.startPeriod * 1000000000;
-      Retries = 3;
+  # Docker's image config (Entrypoint, Env with PATH and container=docker,
+  # StopSignal, Healthcheck …): one writer, shared with examples/systemd.
+  imageConfig = import ./lib/image-config.nix {
+    inherit toplevel;
+    inherit (cfg)
+      name
+      env
+      labels
+      exposedPorts
+      volumes
+      ;
+    healthcheck = {
+      inherit (cfg.healthcheck)
+        enable
+        interval
+        startPeriod
+        startInterval
+        ;
     };
   };
 
@@ -205,33 +137,22 @@ in
     # the container silently. nixos/modules/system/boot/systemd.nix
     systemd.enableEmergencyMode = lib.mkForce false;
 
-    systemd.services = mask maskedServices;
-    systemd.sockets = mask maskedSockets;
-    systemd.paths = mask maskedPaths;
+    systemd.services = mask containerUnits.maskedServices;
+    systemd.sockets = mask containerUnits.maskedSockets;
+    systemd.paths = mask containerUnits.maskedPaths;
 
-    # --- cgroups: the cgroup2 file system is read-only; systemd must not try
-    # to enable controllers below the root (systemd.resource-control(5)).
-    # cgroup v2 controller names only: systemd >= 258 has no v1 support.
-    # A drop-in for the built-in -.slice (overrideStrategy: nixos/lib/systemd-unit-options.nix).
+    # --- cgroups: no controllers below the read-only root cgroup
+    # (lib/container-units.nix). A drop-in for the built-in -.slice
+    # (overrideStrategy: nixos/lib/systemd-unit-options.nix).
     systemd.slices."-" = {
       overrideStrategy = "asDropin";
-      sliceConfig.DisableControllers = "cpu cpuset io memory pids";
+      sliceConfig = containerUnits.rootSliceSettings;
     };
 
     # --- logging: services' output to the container's stdout/stderr, i.e.
-    # `docker logs` (patches/systemd/README.md, "Logging decision"): with
-    # StandardOutput=tty and no /dev/console (docker run without -t), the
-    # patched executor (262/0003-console-is-inherited-stdio.patch) gives each
-    # service its own blocking description of PID 1's stdout: lossless, no
-    # journald rate limit, stdout and stderr kept apart. StandardError stays
-    # "inherit" (follows stdout) and TTYPath stays /dev/console (the patch acts
-    # on exactly that path). PID 1 prints its status lines there too; its
-    # later log messages go to the journal, as in any container with journald.
+    # `docker logs` (lib/container-units.nix, managerSettings).
     # nixos/modules/system/boot/systemd.nix (systemd.settings.Manager)
-    systemd.settings.Manager = {
-      DefaultStandardOutput = "tty";
-      ShowStatus = "yes";
-    };
+    systemd.settings.Manager = containerUnits.managerSettings;
 
     # --- networking: Docker owns it (addresses, routes, DNS, /etc/hosts).
     # nixos/modules/tasks/network-interfaces.nix, services/networking/dhcpcd.nix,

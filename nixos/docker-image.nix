@@ -149,6 +149,15 @@ in
           default = 60;
           description = "Seconds of boot during which failing checks do not count.";
         };
+        startInterval = mkOption {
+          type = types.ints.positive;
+          default = 2;
+          description = ''
+            Seconds between two health checks during `startPeriod` (Docker 25
+            and later; other engines check every `interval` from the start), so
+            that a booted container is reported healthy within seconds.
+          '';
+        };
       };
 
       patchSystemd = mkOption {

@@ -253,10 +253,11 @@ func TestSpecImageConfig(t *testing.T) {
 		ExposedPorts map[string]struct{}
 		Volumes      map[string]struct{}
 		Healthcheck  *struct {
-			Test        []string
-			Interval    time.Duration
-			StartPeriod time.Duration
-			Retries     int
+			Test          []string
+			Interval      time.Duration
+			StartPeriod   time.Duration
+			StartInterval time.Duration
+			Retries       int
 		}
 	}
 	if err := json.Unmarshal(s.Config, &c); err != nil {
@@ -292,7 +293,8 @@ func TestSpecImageConfig(t *testing.T) {
 	if _, ok := c.Volumes["/var/lib/web"]; !ok {
 		t.Errorf("Volumes = %v", c.Volumes)
 	}
-	if c.Healthcheck == nil || !slices.Contains(c.Healthcheck.Test, "is-system-running") || c.Healthcheck.Interval != 30*time.Second {
+	if c.Healthcheck == nil || !slices.Contains(c.Healthcheck.Test, "is-system-running") || c.Healthcheck.Interval != 30*time.Second ||
+		c.Healthcheck.StartInterval != 2*time.Second {
 		t.Errorf("Healthcheck = %+v", c.Healthcheck)
 	}
 	var reg struct {
