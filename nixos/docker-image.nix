@@ -29,6 +29,20 @@ let
       systemdPackage = config.systemd.package;
       variantDefinitions = definitionCount options.virtualisation.dockerVariant;
       inherit definitionCount;
+      # Where the base turns on activation features the variant turns off
+      # (for its warnings); an older nixpkgs may lack the options.
+      mountingFeatures = lib.filter (f: f.enabled) (
+        map
+          (path: {
+            name = lib.showOption path;
+            enabled = lib.hasAttrByPath path options && lib.attrByPath path false config;
+            files = if lib.hasAttrByPath path options then (lib.getAttrFromPath path options).files else [ ];
+          })
+          [
+            [ "system" "etc" "overlay" "enable" ]
+            [ "system" "nixos-init" "enable" ]
+          ]
+      );
     };
   };
 
@@ -168,6 +182,20 @@ in
           `patches/systemd/<major>` (needed to boot in an unprivileged Docker
           container with a read-only cgroup file system). Without them the
           image needs `--privileged` or writable cgroups.
+        '';
+      };
+
+      allowUnpatchedSystemd = mkOption {
+        type = types.bool;
+        default = false;
+        description = ''
+          Whether to build the image even though the variant's
+          `systemd.package` is not the patched one: a definition with a
+          higher priority than the variant's (`lib.mkForce`, or
+          `lib.mkOverride` below 90) replaces it, and evaluation fails naming
+          that definition unless this is set. The image then carries that
+          systemd as is, which needs `--privileged` or writable cgroups
+          unless it is patched already.
         '';
       };
 

@@ -152,6 +152,15 @@ type summary struct {
 	SystemdPatches     []string `json:"systemdPatches"`
 	Toplevel           string   `json:"toplevel"`
 	Tag                string   `json:"tag"`
+	// SshdStartWhenNeeded is services.openssh.startWhenNeeded.
+	SshdStartWhenNeeded bool `json:"sshdStartWhenNeeded"`
+	// NixDBService is the variant's nixos2docker-nix-db unit, if any.
+	NixDBService *struct {
+		WantedBy   []string          `json:"wantedBy"`
+		Before     []string          `json:"before"`
+		UnitConfig map[string]any    `json:"unitConfig"`
+		Service    map[string]string `json:"serviceConfig"`
+	} `json:"nixDbService"`
 }
 
 func TestVariantLeavesBaseUntouched(t *testing.T) {
@@ -168,8 +177,20 @@ func TestVariantLeavesBaseUntouched(t *testing.T) {
 		t.Errorf("base services = %v, want only the base's own myapp", base.Services)
 	}
 
-	if base.HostnameActivation != nil || variant.HostnameActivation == nil || *variant.HostnameActivation != "" {
-		t.Errorf("hostname activation: base %v, variant %v; want none and empty", base.HostnameActivation, variant.HostnameActivation)
+	// nixpkgs has no hostname activation script since 2023 (NixOS/nixpkgs#263203):
+	// nothing to override.
+	if base.HostnameActivation != nil || variant.HostnameActivation != nil {
+		t.Errorf("hostname activation: base %v, variant %v; want none in both", base.HostnameActivation, variant.HostnameActivation)
+	}
+	// container-config.nix's mkDefault true is beaten: sshd runs as a daemon
+	// whose messages reach docker logs (docker-container.nix).
+	if base.SshdStartWhenNeeded || variant.SshdStartWhenNeeded {
+		t.Errorf("services.openssh.startWhenNeeded: base %v, variant %v; want false in both", base.SshdStartWhenNeeded, variant.SshdStartWhenNeeded)
+	}
+	var explicit bool
+	evalJSON(t, "sshdExplicit", &explicit)
+	if !explicit {
+		t.Errorf("a base's explicit services.openssh.startWhenNeeded = true must win in the variant")
 	}
 	if !variant.IsContainer || len(variant.NixStoreMountOpts) != 0 || len(variant.SpecialFileSystems) != 0 ||
 		variant.Nscd || variant.Resolved || variant.Timesyncd || variant.Oomd || variant.EmergencyMode || variant.Firewall || variant.UseDHCP || variant.EtcHosts {
@@ -321,8 +342,130 @@ func TestSpecImageConfig(t *testing.T) {
 	if e := sk["/tmp"]; e.Type != imagespec.TypeDir || e.FileMode() != 0o1777 {
 		t.Errorf("/tmp = %+v", e)
 	}
-	if e := sk["/nix/var/nix/profiles/system"]; e.Target != s.VariantToplevel {
-		t.Errorf("/nix/var/nix/profiles/system = %+v", e)
+	// The system profile as nix-env --set leaves it, and profiles as GC roots.
+	if e := sk["/nix/var/nix/profiles/system"]; e.Type != imagespec.TypeSymlink || e.Target != "system-1-link" {
+		t.Errorf("/nix/var/nix/profiles/system = %+v, want a link to system-1-link", e)
+	}
+	if e := sk["/nix/var/nix/profiles/system-1-link"]; e.Type != imagespec.TypeSymlink || e.Target != s.VariantToplevel {
+		t.Errorf("/nix/var/nix/profiles/system-1-link = %+v, want a link to the toplevel", e)
+	}
+	if e := sk["/nix/var/nix/gcroots/profiles"]; e.Type != imagespec.TypeSymlink || e.Target != "/nix/var/nix/profiles" {
+		t.Errorf("/nix/var/nix/gcroots/profiles = %+v", e)
+	}
+}
+
+// TestNixDatabase: with Nix in the image (nix.enable, NixOS's default) the
+// spec asks the assembler for the closure's registration and a unit loads it
+// before any Nix client runs; without Nix, neither.
+func TestNixDatabase(t *testing.T) {
+	var s struct {
+		NixRegistration *string `json:"nixRegistration"`
+	}
+	evalJSON(t, "spec", &s)
+	const reg = "/nix/var/nix/nixos2docker-registration"
+	if s.NixRegistration == nil || *s.NixRegistration != reg {
+		t.Errorf("spec nixRegistration = %v, want %s", s.NixRegistration, reg)
+	}
+	var variant summary
+	evalJSON(t, "variant", &variant)
+	u := variant.NixDBService
+	if u == nil {
+		t.Fatalf("the variant has no nixos2docker-nix-db service")
+	}
+	if u.Service["StandardInput"] != "file:"+reg || !strings.HasSuffix(u.Service["ExecStart"], "/bin/nix-store --load-db") ||
+		!strings.HasSuffix(u.Service["ExecStartPost"], "/bin/rm -f "+reg) || u.UnitConfig["ConditionPathExists"] != reg ||
+		u.UnitConfig["DefaultDependencies"] != false {
+		t.Errorf("nixos2docker-nix-db = %+v", u)
+	}
+	for _, b := range []string{"nix-daemon.socket", "nix-daemon.service", "sysinit.target"} {
+		if !slices.Contains(u.Before, b) {
+			t.Errorf("nixos2docker-nix-db is not ordered before %s: %v", b, u.Before)
+		}
+	}
+	var base summary
+	evalJSON(t, "base", &base)
+	if base.NixDBService != nil {
+		t.Errorf("the base configuration got the image's nix-db unit")
+	}
+	var noNix struct {
+		NixRegistration *string `json:"nixRegistration"`
+		NixDBService    bool    `json:"nixDbService"`
+	}
+	evalJSON(t, "noNix", &noNix)
+	if noNix.NixRegistration != nil || noNix.NixDBService {
+		t.Errorf("nix.enable = false: %+v, want no registration and no unit", noNix)
+	}
+}
+
+// TestContainerConfigConflicts: nixpkgs' container-config.nix (copied in
+// tests/nixpkgs/) defines security.audit.enable, services.udev.enable,
+// boot.kernel.enable and boot.modprobeConfig.enable at plain priority; a
+// base that defines them too still evaluates, the variant has nixpkgs'
+// container values and the base keeps its own.
+func TestContainerConfigConflicts(t *testing.T) {
+	var r struct {
+		Base, Variant map[string]bool
+		Toplevel      string
+	}
+	evalJSON(t, "hardenedBase", &r)
+	for _, o := range []string{"audit", "udev", "kernel", "modprobe"} {
+		if !r.Base[o] || r.Variant[o] {
+			t.Errorf("%s: base %v, variant %v; want true and false", o, r.Base[o], r.Variant[o])
+		}
+	}
+	if r.Toplevel == "" {
+		t.Errorf("the variant's toplevel did not evaluate")
+	}
+}
+
+// TestMountingFeatures: the /etc overlay and nixos-init of a base (with
+// what nixpkgs' own assertions require) are off in the image, with a
+// warning naming the option and where it was set; the variant's toplevel
+// passes nixpkgs' assertions (tests/nixpkgs/system).
+func TestMountingFeatures(t *testing.T) {
+	r := evalCase(t, "mountingFeatures")
+	if r.err != nil {
+		t.Fatalf("evaluating mountingFeatures: %v\n%s", r.err, r.stderr)
+	}
+	var m struct {
+		Base, Variant   []bool
+		BaseWarnings    []string
+		VariantWarnings []string
+	}
+	if err := json.Unmarshal([]byte(r.stdout), &m); err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(m.Base, []bool{true, true}) || !slices.Equal(m.Variant, []bool{false, false}) {
+		t.Errorf("overlay, nixos-init: base %v, variant %v; want on in the base, off in the image", m.Base, m.Variant)
+	}
+	if len(m.BaseWarnings) != 0 || len(m.VariantWarnings) != 2 {
+		t.Errorf("warnings: base %q, variant %q", m.BaseWarnings, m.VariantWarnings)
+	}
+	for _, o := range []string{"system.etc.overlay.enable", "system.nixos-init.enable"} {
+		want := "nixos2docker: " + o + " is turned off in the Docker image (set in etc-overlay.nix)"
+		if !strings.Contains(r.stderr, want) {
+			t.Errorf("evaluating the variant's toplevel does not warn %q:\n%s", want, r.stderr)
+		}
+	}
+}
+
+// TestForcedSystemd: a base that forces systemd.package beats the variant's
+// patched one; evaluation fails naming the definition (TestBadInput) unless
+// accepted with allowUnpatchedSystemd, and a systemd patched already (by
+// overlays.default) is accepted and not patched twice.
+func TestForcedSystemd(t *testing.T) {
+	var allowed struct {
+		Patches   []string `json:"patches"`
+		ImageName string   `json:"imageName"`
+	}
+	evalJSON(t, "forcedSystemdAllowed", &allowed)
+	if len(allowed.Patches) != 0 || allowed.ImageName != "nixos" {
+		t.Errorf("allowUnpatchedSystemd: %+v, want the stock systemd in a spec that evaluates", allowed)
+	}
+	var patched []string
+	evalJSON(t, "forcedPatchedSystemd", &patched)
+	if !slices.Equal(patched, []string{"0002-second.patch", "0001-first.patch"}) {
+		t.Errorf("a forced, already patched systemd has patches %v, want the fixture series once", patched)
 	}
 }
 
@@ -365,7 +508,9 @@ func TestBadInput(t *testing.T) {
 		{"badName", []string{"virtualisation.dockerImage.name", "Web App"}},
 		{"badPort", []string{"virtualisation.dockerImage.exposedPorts", "http"}},
 		{"nested", []string{"virtualisation.dockerVariant' is set inside `virtualisation.dockerVariant'"}},
-		{"unsupportedSystemd", []string{"systemd 255.4", "Supported systemd major versions: 259, 262"}},
+		{"unsupportedSystemd", []string{"systemd 255.4", "Supported systemd major versions: 259, 262", "virtualisation.dockerImage.patchSystemd = false"}},
+		{"forcedSystemd", []string{"systemd.package is not the patched systemd", "forced-systemd.nix", "patches/systemd/262", "virtualisation.dockerImage.allowUnpatchedSystemd = true"}},
+		{"badRegistration", []string{"nixRegistration must be an absolute path outside /nix/store", "var/nix-registration"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			r := evalCase(t, tc.name)

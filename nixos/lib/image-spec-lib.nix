@@ -20,7 +20,10 @@ rec {
 
   # What a NixOS system needs before its first activation: PID 1 at /init and
   # /sbin/init, the shells scripts expect, the mount points Docker does not
-  # create, and the profile link nixos-rebuild and the activation use.
+  # create, and the system profile as `nix-env -p /nix/var/nix/profiles/system
+  # --set` leaves it (system -> system-1-link -> the toplevel), which
+  # nixos-rebuild and the activation use; gcroots/profiles is the link Nix
+  # makes itself when it creates gcroots/, which makes profiles GC roots.
   # /etc stays a plain writable directory (Docker bind-mounts hosts,
   # hostname and resolv.conf into it); the activation fills it from
   # /etc/static. No /etc/machine-id: systemd writes one on first boot, so
@@ -46,8 +49,10 @@ rec {
       (dir "/nix/var" "0755")
       (dir "/nix/var/nix" "0755")
       (dir "/nix/var/nix/profiles" "0755")
-      (symlink "/nix/var/nix/profiles/system" "${toplevel}")
+      (symlink "/nix/var/nix/profiles/system" "system-1-link")
+      (symlink "/nix/var/nix/profiles/system-1-link" "${toplevel}")
       (dir "/nix/var/nix/gcroots" "0755")
+      (symlink "/nix/var/nix/gcroots/profiles" "/nix/var/nix/profiles")
       (dir "/tmp" "1777")
       (dir "/run" "0755")
       (dir "/var" "0755")

@@ -22,6 +22,8 @@
 #     skeleton     = null;                      # null: defaultSkeleton of ./image-spec-lib.nix
 #     binSh        = "${toplevel}/sw/bin/sh";   # target of /bin/sh in the default skeleton
 #     usrBinEnv    = "${toplevel}/sw/bin/env";  # target of /usr/bin/env in it
+#     nixRegistration = null;                   # or an absolute path: where the image gets the
+#                                               # closure's Nix registration (nix-store --load-db)
 #   }
 #
 # The spec version and the default root skeleton live in ./image-spec-lib.nix
@@ -39,6 +41,7 @@
   skeleton ? null,
   binSh ? "${toplevel}/sw/bin/sh",
   usrBinEnv ? "${toplevel}/sw/bin/env",
+  nixRegistration ? null,
   name ? "docker-image-spec.json",
 }:
 
@@ -54,13 +57,15 @@ let
       throw "nixos2docker image spec: imageTag must not be empty"
     else if !(config ? Entrypoint) && !(config ? Cmd) then
       throw "nixos2docker image spec: config needs an Entrypoint or a Cmd"
+    else if nixRegistration != null && (builtins.substring 0 1 nixRegistration != "/" || builtins.substring 0 11 nixRegistration == "/nix/store/") then
+      throw "nixos2docker image spec: nixRegistration must be an absolute path outside /nix/store, got ${builtins.toJSON nixRegistration}"
     else
       true;
 
   pathVar = builtins.concatStringsSep ":" (map (p: "${p}/bin") path);
 in
 assert checked;
-derivation {
+derivation ({
   inherit name system;
   builder = shell;
   __structuredAttrs = true;
@@ -104,3 +109,8 @@ derivation {
     ''
   ];
 }
+# Where the assembler writes the closure's Nix registration (the format of
+# nix-store --dump-db/--load-db: path, narHash, narSize, an empty deriver,
+# the number of references, the references; from "closure" below), absent
+# for an image without Nix.
+// (if nixRegistration == null then { } else { inherit nixRegistration; }))

@@ -10,7 +10,14 @@
 #   sp.supported               # [ "262" … ]: majors with a series file
 #   sp.patchesFor "262"        # the series as a list of paths
 #   sp.check systemd           # its major version if supported, else a throw
-#   sp.patch systemd           # systemd with its series applied (or a throw)
+#   sp.isPatched systemd       # whether its patches already hold its major's series
+#   sp.patch systemd           # systemd with its series applied (or a throw);
+#                              # unchanged if already patched (e.g. by overlays.default)
+#
+# Point releases: the series is chosen by the major version alone, so 262.1
+# gets 262's series. That is only sound while the series applies to the point
+# release exactly; hack/systemd-patches-check checks each series against every
+# point release at hand with fuzz 0 (nixpkgs' patchPhase would accept fuzz).
 {
   lib,
   patchesDir ? ../../patches/systemd,
@@ -54,12 +61,21 @@ let
         virtualisation.dockerImage.patchSystemd = false (the image then needs a privileged or
         writable-cgroups container).'';
 
+  # By file name: a series patch counts as applied when a patch of the
+  # package ends with its name (a path, or a store path "<hash>-<name>").
+  isPatched =
+    systemd:
+    let
+      names = map (p: baseNameOf (toString p)) (systemd.patches or [ ]);
+    in
+    lib.all (p: lib.any (lib.hasSuffix (baseNameOf (toString p))) names) (patchesFor (check systemd));
+
   patch =
     systemd:
     let
       patches = patchesFor (check systemd);
     in
-    if patches == [ ] then
+    if patches == [ ] || isPatched systemd then
       systemd
     else
       systemd.overrideAttrs (old: {
@@ -72,6 +88,7 @@ in
     patchesFor
     majorOf
     check
+    isPatched
     patch
     ;
 }

@@ -16,6 +16,10 @@ let
     lib.evalModules {
       modules = [
         ./nixos-options-stub.nix
+        # nixpkgs' own definitions the module meets (copied exactly, see ./nixpkgs/README.md)
+        ./nixpkgs/virtualisation/container-config.nix
+        ./nixpkgs/system/activation/nixos-init.nix
+        ./nixpkgs/system/etc/etc-activation.nix
         ../docker-image.nix
         { _module.args.pkgs = import ./stub-pkgs.nix pkgsArgs; }
         { virtualisation.dockerImage.systemdPatchesDir = lib.mkDefault ./fixtures/patches/systemd; }
@@ -104,6 +108,21 @@ let
     systemdPatches = map baseNameOf (map toString c.systemd.package.patches);
     toplevel = c.system.build.toplevel.outPath;
     tag = c.virtualisation.dockerImage.tag;
+    sshdStartWhenNeeded = c.services.openssh.startWhenNeeded;
+    nixDbService = c.systemd.services.nixos2docker-nix-db or null;
+  };
+
+  # A case whose base is `module` (given a file name, as a configuration
+  # file would have), summarised by `f base variant`.
+  withBase =
+    file: module: f:
+    let
+      c = (eval { modules = [ { _file = file; imports = [ module ]; } ]; }).config;
+    in
+    f c c.virtualisation.dockerVariant;
+  fixturePatches = import ../lib/systemd-patches.nix {
+    inherit lib;
+    patchesDir = ./fixtures/patches/systemd;
   };
 in
 {
@@ -139,8 +158,82 @@ in
     variantToplevel = variant.system.build.toplevel.outPath;
     baseToplevel = base.system.build.toplevel.outPath;
     imageSpecName = spec.name;
+    nixRegistration = spec.nixRegistration or null;
     dockerImageName = base.system.build.dockerImage.name;
   };
+
+  # nixpkgs' container-config.nix defines these at plain priority; a base
+  # that defines them too (hardened configurations enable audit, hardware
+  # modules udev and modprobe config) must still evaluate.
+  hardenedBase = withBase "hardened.nix" {
+    security.audit.enable = true;
+    services.udev.enable = true;
+    boot.kernel.enable = true;
+    boot.modprobeConfig.enable = true;
+  } (
+    base: variant:
+    let
+      pick = c: {
+        audit = c.security.audit.enable;
+        udev = c.services.udev.enable;
+        kernel = c.boot.kernel.enable;
+        modprobe = c.boot.modprobeConfig.enable;
+      };
+    in
+    {
+      base = pick base;
+      variant = pick variant;
+      toplevel = variant.system.build.toplevel.outPath;
+    }
+  );
+
+  # Activation features that mount: on in the base (with what nixpkgs'
+  # assertions require), off in the variant, with a warning.
+  mountingFeatures = withBase "etc-overlay.nix" {
+    system.etc.overlay.enable = true;
+    system.etc.overlay.mutable = false;
+    system.nixos-init.enable = true;
+    boot.initrd.systemd.enable = true;
+    services.userborn.enable = true;
+  } (
+    base: variant: {
+      base = [ base.system.etc.overlay.enable base.system.nixos-init.enable ];
+      variant = [ variant.system.etc.overlay.enable variant.system.nixos-init.enable ];
+      baseWarnings = base.warnings;
+      variantWarnings = variant.warnings;
+      # Forces the assertions and prints the warnings (stand-in top-level.nix).
+      toplevel = variant.system.build.toplevel.outPath;
+    }
+  );
+
+  # A base that forces systemd.package, but to a systemd patched already
+  # (overlays.default): accepted, and not patched twice.
+  forcedPatchedSystemd = withBase "forced-patched.nix" (
+    { pkgs, ... }: { systemd.package = lib.mkForce (fixturePatches.patch pkgs.systemd); }
+  ) (base: variant: map (p: baseNameOf (toString p)) variant.systemd.package.patches);
+
+  # Forced to stock systemd, accepted knowingly: the variant keeps it.
+  forcedSystemdAllowed = withBase "forced-systemd.nix" (
+    { pkgs, ... }:
+    {
+      systemd.package = lib.mkForce pkgs.systemd;
+      virtualisation.dockerImage.allowUnpatchedSystemd = true;
+    }
+  ) (base: variant: {
+    patches = variant.systemd.package.patches;
+    imageName = variant.system.build.dockerImageSpec.imageName;
+  });
+
+  sshdExplicit = withBase "sshd.nix" { services.openssh.startWhenNeeded = true; } (
+    base: variant: variant.services.openssh.startWhenNeeded
+  );
+
+  noNix = withBase "no-nix.nix" { nix.enable = false; } (
+    base: variant: {
+      nixRegistration = variant.system.build.dockerImageSpec.nixRegistration or null;
+      nixDbService = variant.systemd.services ? nixos2docker-nix-db;
+    }
+  );
 
   registryName =
     let
@@ -237,4 +330,17 @@ in
     }).config.system.build.dockerImageSpec.imageName;
   unsupportedSystemd =
     (eval { pkgsArgs.systemdVersion = "255.4"; }).config.system.build.dockerImageSpec.imageName;
+  forcedSystemd = withBase "forced-systemd.nix" (
+    { pkgs, ... }: { systemd.package = lib.mkForce pkgs.systemd; }
+  ) (base: variant: variant.system.build.dockerImageSpec.imageName);
+  badRegistration =
+    (import ../lib/image-spec.nix {
+      system = "x86_64-linux";
+      shell = "/bin/sh";
+      path = [ ];
+      toplevel = "/nix/store/00000000000000000000000000000000-toplevel";
+      imageName = "x";
+      config.Cmd = [ "/init" ];
+      nixRegistration = "var/nix-registration";
+    }).drvPath;
 }

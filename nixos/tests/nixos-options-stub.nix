@@ -1,8 +1,11 @@
 # The few NixOS options the nixos2docker modules read or set, declared so the
 # option layer can be evaluated with nixpkgs' real `lib` (lib.evalModules,
 # extendModules, types) where nixpkgs itself is not available (CI here).
-# Names and types are copied from nixpkgs' module sources (file named next to
-# each); defaults where the modules depend on them.
+# Names, types and defaults are copied from nixpkgs' module sources (file
+# named next to each, under nixos/modules/, read from NixOS/nixpkgs master in
+# 2026-12; nixos/README.md lists them). nixpkgs' own definitions that the
+# module must get along with are copied exactly in ./nixpkgs/ (one file per
+# nixpkgs file).
 #
 # THE GAP (what this file does not cover, checked only by the flake's VM test
 # on a machine with nixpkgs): submodule types of file systems, units, etc files
@@ -140,6 +143,69 @@ in
     systemd.oomd.enable = bool true;
     # nixos/modules/system/boot/networkd.nix
     systemd.network.enable = bool false;
+    # nixos/modules/security/audit.nix
+    security.audit.enable = mkOption {
+      type = types.enum [ false true "lock" ];
+      default = false;
+      description = "stub";
+    };
+    # nixos/modules/services/hardware/udev.nix
+    services.udev.enable = bool true;
+    # nixos/modules/system/boot/kernel.nix
+    boot.kernel.enable = bool true;
+    # nixos/modules/system/boot/modprobe.nix
+    boot.modprobeConfig.enable = bool true;
+    # nixos/modules/config/console.nix
+    console.enable = bool true;
+    # nixos/modules/services/misc/nix-optimise.nix
+    nix.optimise.automatic = bool false;
+    # nixos/modules/config/power-management.nix
+    powerManagement.enable = bool true;
+    # nixos/modules/misc/documentation.nix
+    documentation.nixos.enable = bool true;
+    # nixos/modules/tasks/network-interfaces.nix
+    networking.useHostResolvConf = bool false;
+    # nixos/modules/services/networking/ssh/sshd.nix
+    services.openssh.startWhenNeeded = bool false;
+    # nixos/modules/tasks/lvm.nix
+    services.lvm.enable = bool true;
+    # nixos/modules/config/shells-environment.nix
+    environment.variables = mkOption {
+      type = with types; attrsOf (oneOf [ (listOf (oneOf [ int str path ])) int str path ]);
+      default = { };
+      description = "stub";
+    };
+    # nixos/modules/system/etc/etc.nix
+    system.etc.overlay.enable = bool false;
+    system.etc.overlay.mutable = bool true;
+    # nixos/modules/system/activation/nixos-init.nix
+    system.nixos-init.enable = bool false;
+    # nixos/modules/system/boot/systemd/initrd.nix
+    boot.initrd.systemd.enable = bool false;
+    # nixos/modules/system/boot/systemd/sysusers.nix
+    systemd.sysusers.enable = bool false;
+    # nixos/modules/services/system/userborn.nix
+    services.userborn.enable = bool false;
+    # nixos/modules/services/system/nix-daemon.nix
+    nix.enable = bool true;
+    nix.package = mkOption {
+      type = types.package;
+      default = pkgs.nix;
+      description = "stub";
+    };
+    # nixos/modules/misc/assertions.nix
+    assertions = mkOption {
+      type = types.listOf types.unspecified;
+      internal = true;
+      default = [ ];
+      description = "stub";
+    };
+    warnings = mkOption {
+      internal = true;
+      default = [ ];
+      type = types.listOf types.str;
+      description = "stub";
+    };
     # nixos/modules/system/boot/systemd.nix
     systemd.package = mkOption {
       type = types.package;
@@ -159,13 +225,23 @@ in
   };
 
   # Stand-in for nixos/modules/system/activation/top-level.nix: a derivation
-  # (instantiated, never built) whose attributes record what the tests check.
-  config.system.build.toplevel = derivation {
-    name = "nixos-system-${config.networking.hostName}-stub";
-    system = pkgs.stdenv.hostPlatform.system;
-    builder = "/bin/sh";
-    args = [ "-c" "echo stub > $out" ];
-    isContainer = config.boot.isContainer;
-    systemd = config.systemd.package;
-  };
+  # (instantiated, never built) whose attributes record what the tests check,
+  # behind top-level.nix's own handling of assertions and warnings
+  # (failedAssertions: throw; else showWarnings).
+  config.system.build.toplevel =
+    let
+      failedAssertions = map (x: x.message) (lib.filter (x: !x.assertion) config.assertions);
+      baseSystem = derivation {
+        name = "nixos-system-${config.networking.hostName}-stub";
+        system = pkgs.stdenv.hostPlatform.system;
+        builder = "/bin/sh";
+        args = [ "-c" "echo stub > $out" ];
+        isContainer = config.boot.isContainer;
+        systemd = config.systemd.package;
+      };
+    in
+    if failedAssertions != [ ] then
+      throw "\nFailed assertions:\n${lib.concatStringsSep "\n" (map (x: "- ${x}") failedAssertions)}"
+    else
+      lib.showWarnings config.warnings baseSystem;
 }

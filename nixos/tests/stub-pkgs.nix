@@ -24,6 +24,7 @@ in
   coreutils = if tools == null then stubDrv "coreutils" { } else tools;
   gnused = if tools == null then stubDrv "gnused" { } else tools;
   systemd = mkSystemd systemdVersion [ ];
+  nix = stubDrv "nix-2.31.2" { };
   inherit mkSystemd;
   # With tools: a real runCommand (sh -ec SCRIPT, PATH from nativeBuildInputs).
   runCommand =
