@@ -1,6 +1,7 @@
 package imagemodel
 
 import (
+	"fmt"
 	"slices"
 	"strings"
 	"testing"
@@ -132,6 +133,60 @@ func TestSkeletonCompleted(t *testing.T) {
 	}
 	if l := m.Layers[len(m.Layers)-1]; !l.Skeleton || len(m.Skeleton) != 2 {
 		t.Errorf("empty skeleton: last layer %+v, entries %v", l, m.Skeleton)
+	}
+}
+
+// TestNixRegistration: the registration is the closure in nix-store
+// --load-db's format, sorted, and a skeleton file where the spec says; a spec
+// without nixRegistration gets none. (cmd/nixos2docker-assemble loads it with
+// real Nix and verifies the image's store paths against it.)
+func TestNixRegistration(t *testing.T) {
+	s := loadSpec(t)
+	s.Closure = []imagespec.Path{
+		{Path: "/nix/store/bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb-app", NarHash: "sha256:1b8m03r63zqhnjf7l5wnldhh7c134ap5vpj0850ymkq1iyzicy5s", NarSize: 120,
+			References: []string{"/nix/store/bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb-app", "/nix/store/aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa-lib"}},
+		{Path: "/nix/store/aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa-lib", NarHash: "sha256:0y1mqvfnwqjy7qqx5w6g3wdys5k8r3f1z2dvk0mph6rrnhf3xcqv", NarSize: 4096},
+	}
+	s.Toplevel = s.Closure[0].Path
+	want := "/nix/store/aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa-lib\nsha256:0y1mqvfnwqjy7qqx5w6g3wdys5k8r3f1z2dvk0mph6rrnhf3xcqv\n4096\n\n0\n" +
+		"/nix/store/bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb-app\nsha256:1b8m03r63zqhnjf7l5wnldhh7c134ap5vpj0850ymkq1iyzicy5s\n120\n\n2\n" +
+		"/nix/store/aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa-lib\n/nix/store/bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb-app\n"
+	if got := NixRegistration(s.Closure); got != want {
+		t.Errorf("registration:\n%s\nwant:\n%s", got, want)
+	}
+
+	m, err := New(s, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range m.Skeleton {
+		if e.Type == imagespec.TypeFile && strings.HasPrefix(e.Content, "/nix/store/") {
+			t.Errorf("a spec without nixRegistration got %s", e.Path)
+		}
+	}
+	s.NixRegistration = "/nix/var/nix/nixos2docker-registration"
+	if err := s.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	m, err = New(s, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var reg *imagespec.Entry
+	for i, e := range m.Skeleton {
+		if e.Path == s.NixRegistration {
+			reg = &m.Skeleton[i]
+		}
+	}
+	if reg == nil || reg.Type != imagespec.TypeFile || reg.FileMode() != 0o644 || reg.Content != want {
+		t.Fatalf("registration entry = %+v", reg)
+	}
+	l := m.Layers[len(m.Layers)-1]
+	if desc := fmt.Sprintf("root skeleton (%d entries)", len(s.Skeleton)+1); l.Description != desc || !strings.Contains(l.History.CreatedBy, s.NixRegistration) {
+		t.Errorf("skeleton layer %q / %q, want %q naming the registration", l.Description, l.History.CreatedBy, desc)
+	}
+	if l.Size < int64(len(want)) {
+		t.Errorf("skeleton layer size %d does not count the registration (%d bytes)", l.Size, len(want))
 	}
 }
 

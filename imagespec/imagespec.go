@@ -51,6 +51,11 @@ type Spec struct {
 	Config dockerspec.DockerOCIImageConfig `json:"config"`
 	// Skeleton is the root filesystem outside /nix/store.
 	Skeleton []Entry `json:"skeleton"`
+	// NixRegistration, if set, is where the image gets the closure's
+	// registration for the Nix database (the format of nix-store
+	// --load-db; imagemodel writes it from Closure): an image with Nix loads
+	// it at first boot. Absent for an image without Nix.
+	NixRegistration string `json:"nixRegistration,omitempty"`
 }
 
 // Path is one store path of the closure.
@@ -230,6 +235,22 @@ func (s *Spec) Validate() error {
 		}
 		if e.Path == path.Dir(StoreDir) && e.Type != TypeDir {
 			return errf(fmt.Sprintf("skeleton[%d].type", i), "%s holds the store: it must be a dir, not a %s", e.Path, e.Type)
+		}
+	}
+	if r := s.NixRegistration; r != "" {
+		if !path.IsAbs(r) || path.Clean(r) != r || r == "/" {
+			return errf("nixRegistration", "%q must be a clean absolute path other than /", r)
+		}
+		if r == path.Dir(StoreDir) || r == StoreDir || strings.HasPrefix(r, StoreDir+"/") {
+			return errf("nixRegistration", "%s is the store or inside it; the registration is a file outside it", r)
+		}
+		if j, ok := seen[r]; ok {
+			return errf("nixRegistration", "%s is also skeleton[%d]", r, j)
+		}
+		for d := path.Dir(r); d != "/"; d = path.Dir(d) {
+			if j, ok := seen[d]; ok && s.Skeleton[j].Type != TypeDir {
+				return errf("nixRegistration", "%s is below %s, which is a %s (skeleton[%d]), not a dir", r, d, s.Skeleton[j].Type, j)
+			}
 		}
 	}
 	return nil

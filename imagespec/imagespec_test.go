@@ -118,6 +118,14 @@ func TestParseErrors(t *testing.T) {
 		{"symlink without target", mutate(t, func(m map[string]any) {
 			delete(m["skeleton"].([]any)[0].(map[string]any), "target")
 		}), "skeleton[0].target", "missing"},
+		{"nixRegistration relative", mutate(t, func(m map[string]any) { m["nixRegistration"] = "nix/var/reg" }), "nixRegistration", "clean absolute path"},
+		{"nixRegistration in the store", mutate(t, func(m map[string]any) { m["nixRegistration"] = "/nix/store/reg" }), "nixRegistration", "inside it"},
+		{"nixRegistration is /nix", mutate(t, func(m map[string]any) { m["nixRegistration"] = "/nix" }), "nixRegistration", "the store or inside it"},
+		{"nixRegistration is an entry", mutate(t, func(m map[string]any) { m["nixRegistration"] = "/tmp" }), "nixRegistration", "also skeleton[1]"},
+		{"nixRegistration below a symlink", mutate(t, func(m map[string]any) {
+			m["skeleton"] = append(m["skeleton"].([]any), map[string]any{"path": "/lnk", "type": "symlink", "target": "/x"})
+			m["nixRegistration"] = "/lnk/reg"
+		}), "nixRegistration", "below /lnk, which is a symlink"},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {

@@ -129,6 +129,10 @@ let
       StopSignal = "SIGRTMIN+3";
       Labels."org.opencontainers.image.title" = "toy";
     };
+    # As the NixOS module does for a system with Nix (NixOS's default): the
+    # image carries the closure's registration for the Nix database. The toy
+    # has no Nix to load it; the tests load it with the host's.
+    nixRegistration = "/nix/var/nix/nixos2docker-registration";
   };
 in
 {
