@@ -63,6 +63,14 @@ func TestFacesGiveTheSameImage(t *testing.T) {
 			}
 			return s
 		},
+		// The closure's Nix registration, a file of the skeleton both faces
+		// write from the model.
+		"nix registration": func() *imagespec.Spec {
+			s := generated(20, 6)
+			s.Skeleton = []imagespec.Entry{{Path: "/nix/var/nix/profiles", Type: imagespec.TypeDir}}
+			s.NixRegistration = "/nix/var/nix/nixos2docker-registration"
+			return s
+		},
 	}
 	for name, mk := range specs {
 		for _, e := range []*time.Time{nil, &epoch} {
