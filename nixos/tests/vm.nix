@@ -51,6 +51,23 @@
     with subtest("docker exec systemctl works without -e PATH"):
         machine.succeed("docker exec web systemctl status --no-pager")
 
+    with subtest("Nix knows the image's store paths and the system profile"):
+        # nixos2docker-nix-db.service loaded the registration at first boot and removed it.
+        for prop, want in [("ConditionResult", "yes"), ("Result", "success")]:
+            got = machine.succeed(f"docker exec web systemctl show -p {prop} --value nixos2docker-nix-db").strip()
+            assert got == want, f"nixos2docker-nix-db: {prop}={got}, want {want}"
+        machine.fail("docker exec web test -e /nix/var/nix/nixos2docker-registration")
+        toplevel = machine.succeed("docker exec web readlink -f /run/current-system").strip()
+        machine.succeed(f"docker exec web nix-store --verify-path {toplevel}")
+        machine.succeed(f"docker exec web nix-store --query --requisites {toplevel} | grep -q -- -systemd-")
+        link = machine.succeed("docker exec web readlink /nix/var/nix/profiles/system").strip()
+        assert link == "system-1-link", f"profiles/system -> {link}"
+        profile = machine.succeed("docker exec web readlink -f /nix/var/nix/profiles/system").strip()
+        assert profile == toplevel, f"the system profile is {profile}, the running system {toplevel}"
+        # A garbage collection keeps the running system (profiles and current-system are roots).
+        machine.succeed("docker exec web nix-store --gc --print-dead > /dev/null")
+        machine.succeed(f"docker exec web sh -c 'nix-store --gc --print-roots | grep -q {toplevel}'")
+
     with subtest("docker stop: within 5 s, exit code 0"):
         start = time.monotonic()
         machine.succeed("docker stop web")
