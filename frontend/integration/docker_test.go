@@ -1,15 +1,21 @@
 package integration
 
 import (
+	"archive/tar"
 	"context"
 	"fmt"
+	"io"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/nixos2docker/nixos2docker/e2e/harness"
+	"github.com/nixos2docker/nixos2docker/imagemodel"
+	"github.com/nixos2docker/nixos2docker/imagespec"
+	"github.com/nixos2docker/nixos2docker/internal/testenv"
 )
 
 // testWriter sends a script's progress to the test log.
@@ -115,6 +121,8 @@ func TestToyRunsInDocker(t *testing.T) {
 		t.Fatalf("container is not running: %+v", st)
 	}
 
+	checkNixDatabase(ctx, t, eng, c.ID, spec)
+
 	took, err := c.Stop(ctx, "", 0)
 	if err != nil {
 		t.Fatalf("docker stop: %v", err)
@@ -143,4 +151,120 @@ func TestToyRunsInDocker(t *testing.T) {
 	if _, diff, err := eng.WaitNoLeftovers(ctx, before, 30*time.Second); err != nil {
 		t.Errorf("leftovers after the container: %s (%v)", diff, err)
 	}
+}
+
+// checkNixDatabase: the running container (built by the frontend, unpacked by Docker) holds the
+// closure's registration as the image model renders it, and real Nix (the host's, on the
+// container's exported /nix as a chroot store, since the toy has no Nix of its own) loads it and
+// finds every store path's bytes matching the NAR hashes Nix computed when it built them. In a
+// NixOS image, nixos2docker-nix-db.service does the loading inside the container at first boot
+// (the flake's VM test checks that).
+func checkNixDatabase(ctx context.Context, t *testing.T, eng *harness.Engine, id string, spec *imagespec.Spec) {
+	t.Helper()
+	nixStore := testenv.Need(t, "nix-store")
+	if spec.NixRegistration == "" {
+		t.Fatal("the toy's spec has no nixRegistration")
+	}
+	exported := filepath.Join(t.TempDir(), "container.tar")
+	if _, err := eng.Docker(ctx, "export", "-o", exported, id); err != nil {
+		t.Fatalf("docker export: %v", err)
+	}
+	root := t.TempDir()
+	if err := unpackNix(exported, root); err != nil {
+		t.Fatalf("unpacking the container's /nix: %v", err)
+	}
+	reg := filepath.Join(root, spec.NixRegistration)
+	got, err := os.ReadFile(reg)
+	if err != nil {
+		t.Fatalf("the running container has no registration: %v", err)
+	}
+	if string(got) != imagemodel.NixRegistration(spec.Closure) {
+		t.Errorf("the container's %s is not the closure's registration", spec.NixRegistration)
+	}
+	nix := func(stdin string, args ...string) {
+		t.Helper()
+		cmd := exec.CommandContext(ctx, nixStore, append([]string{"--store", "local?root=" + root}, args...)...)
+		cmd.Env = append(os.Environ(), "NIX_CONFIG="+testenv.NixConfig)
+		if stdin != "" {
+			f, err := os.Open(stdin)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer f.Close()
+			cmd.Stdin = f
+		}
+		if out, err := cmd.CombinedOutput(); err != nil {
+			t.Fatalf("nix-store %v: %v\n%s", args, err, out)
+		}
+	}
+	nix(reg, "--load-db")
+	nix("", "--verify-path", spec.Toplevel)
+	nix("", "--verify", "--check-contents")
+	t.Logf("the running container's registration of %d paths loaded by real Nix; the toplevel and every path verified", len(spec.Closure))
+}
+
+// unpackNix unpacks the /nix part of a `docker export` tar into root.
+func unpackNix(file, root string) error {
+	f, err := os.Open(file)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	tr := tar.NewReader(f)
+	var dirs []*tar.Header
+	for {
+		h, err := tr.Next()
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			return err
+		}
+		name := strings.TrimPrefix(h.Name, "./")
+		if name != "nix" && name != "nix/" && !strings.HasPrefix(name, "nix/") {
+			continue
+		}
+		dest := filepath.Join(root, filepath.FromSlash(name))
+		switch h.Typeflag {
+		case tar.TypeDir:
+			if err := os.MkdirAll(dest, 0o755); err != nil {
+				return err
+			}
+			dirs = append(dirs, h)
+		case tar.TypeSymlink:
+			if err := os.MkdirAll(filepath.Dir(dest), 0o755); err != nil {
+				return err
+			}
+			if err := os.Symlink(h.Linkname, dest); err != nil {
+				return err
+			}
+		case tar.TypeReg:
+			if err := os.MkdirAll(filepath.Dir(dest), 0o755); err != nil {
+				return err
+			}
+			out, err := os.OpenFile(dest, os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o600)
+			if err != nil {
+				return err
+			}
+			if _, err := io.Copy(out, tr); err != nil {
+				out.Close()
+				return err
+			}
+			if err := out.Close(); err != nil {
+				return err
+			}
+			if err := os.Chmod(dest, os.FileMode(h.Mode).Perm()); err != nil {
+				return err
+			}
+		default:
+			return fmt.Errorf("%s: unexpected tar type %c under /nix", h.Name, h.Typeflag)
+		}
+	}
+	// Directory modes last: a read-only directory could not be filled.
+	for _, h := range dirs {
+		if err := os.Chmod(filepath.Join(root, filepath.FromSlash(strings.TrimPrefix(h.Name, "./"))), os.FileMode(h.Mode).Perm()); err != nil {
+			return err
+		}
+	}
+	return nil
 }
