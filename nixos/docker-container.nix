@@ -188,6 +188,19 @@ in
       boot.kernel.enable = mkDockerOverride false;
       boot.modprobeConfig.enable = mkDockerOverride false;
 
+      # A machine ID before systemd starts (stage 2 runs the activation first).
+      # Without one, systemd writes "uninitialized" to /etc/machine-id and
+      # bind-mounts a transient ID over it, which fails without CAP_SYS_ADMIN:
+      # the ID stays unreadable (the journal's directory, %m specifiers).
+      # Each container gets its own, kept in its writable layer; measured with
+      # examples/systemd, which runs the same lines.
+      system.activationScripts.machine-id = lib.stringAfter [ "etc" ] ''
+        if [ ! -s /etc/machine-id ] || [ "$(cat /etc/machine-id)" = uninitialized ]; then
+          rm -f /etc/machine-id
+          ${config.systemd.package}/bin/systemd-machine-id-setup
+        fi
+      '';
+
       # --- services that need privileges or own what Docker owns.
       # Docker owns name resolution (it bind-mounts /etc/resolv.conf), so
       # resolved and nscd have nothing to do; both ran only as far as the

@@ -132,26 +132,27 @@ func TestOptionDefaults(t *testing.T) {
 }
 
 type summary struct {
-	IsContainer        bool     `json:"isContainer"`
-	NixStoreMountOpts  []string `json:"nixStoreMountOpts"`
-	SpecialFileSystems []string `json:"specialFileSystems"`
-	Nscd               bool     `json:"nscd"`
-	Resolved           bool     `json:"resolved"`
-	Timesyncd          bool     `json:"timesyncd"`
-	Oomd               bool     `json:"oomd"`
-	EmergencyMode      bool     `json:"emergencyMode"`
-	Firewall           bool     `json:"firewall"`
-	UseDHCP            bool     `json:"useDHCP"`
-	EtcHosts           bool     `json:"etcHosts"`
-	HostnameActivation *string  `json:"hostnameActivation"`
-	Masked             []string `json:"masked"`
-	Services           []string `json:"services"`
-	RootSlice          *string  `json:"rootSlice"`
-	StandardOutput     *string  `json:"defaultStandardOutput"`
-	MaskedSockets      []string `json:"maskedSockets"`
-	SystemdPatches     []string `json:"systemdPatches"`
-	Toplevel           string   `json:"toplevel"`
-	Tag                string   `json:"tag"`
+	IsContainer         bool     `json:"isContainer"`
+	NixStoreMountOpts   []string `json:"nixStoreMountOpts"`
+	SpecialFileSystems  []string `json:"specialFileSystems"`
+	Nscd                bool     `json:"nscd"`
+	Resolved            bool     `json:"resolved"`
+	Timesyncd           bool     `json:"timesyncd"`
+	Oomd                bool     `json:"oomd"`
+	EmergencyMode       bool     `json:"emergencyMode"`
+	Firewall            bool     `json:"firewall"`
+	UseDHCP             bool     `json:"useDHCP"`
+	EtcHosts            bool     `json:"etcHosts"`
+	HostnameActivation  *string  `json:"hostnameActivation"`
+	MachineIDActivation *string  `json:"machineIdActivation"`
+	Masked              []string `json:"masked"`
+	Services            []string `json:"services"`
+	RootSlice           *string  `json:"rootSlice"`
+	StandardOutput      *string  `json:"defaultStandardOutput"`
+	MaskedSockets       []string `json:"maskedSockets"`
+	SystemdPatches      []string `json:"systemdPatches"`
+	Toplevel            string   `json:"toplevel"`
+	Tag                 string   `json:"tag"`
 	// SshdStartWhenNeeded is services.openssh.startWhenNeeded.
 	SshdStartWhenNeeded bool `json:"sshdStartWhenNeeded"`
 	// NixDBService is the variant's nixos2docker-nix-db unit, if any.
@@ -181,6 +182,10 @@ func TestVariantLeavesBaseUntouched(t *testing.T) {
 	// nothing to override.
 	if base.HostnameActivation != nil || variant.HostnameActivation != nil {
 		t.Errorf("hostname activation: base %v, variant %v; want none in both", base.HostnameActivation, variant.HostnameActivation)
+	}
+	// The image makes its machine ID before systemd starts; the base does not.
+	if variant.MachineIDActivation == nil || !strings.Contains(*variant.MachineIDActivation, "/bin/systemd-machine-id-setup") || base.MachineIDActivation != nil {
+		t.Errorf("machine-id activation: base %v, variant %v; want systemd-machine-id-setup in the image only", base.MachineIDActivation, variant.MachineIDActivation)
 	}
 	// container-config.nix's mkDefault true is beaten: sshd runs as a daemon
 	// whose messages reach docker logs (docker-container.nix).

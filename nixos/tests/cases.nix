@@ -96,6 +96,7 @@ let
     useDHCP = c.networking.useDHCP;
     etcHosts = c.environment.etc.hosts.enable or true;
     hostnameActivation = c.system.activationScripts.hostname or null;
+    machineIdActivation = c.system.activationScripts.machine-id.text or null;
     masked = lib.sort lib.lessThan (
       lib.attrNames (lib.filterAttrs (_: u: !u.enable) c.systemd.services)
     );
