@@ -51,8 +51,12 @@ type kitBuild struct {
 	// ctxDir is the build context; default: the repository's examples/toy
 	// and nixos.
 	ctxDir string
+	// include are more trees of ctxDir in the context.
+	include []string
 	// secrets are BuildKit secrets the client offers, by id.
 	secrets map[string][]byte
+	// cacheDest, when set, receives a local cache export (mode=max).
+	cacheDest string
 	// inspect, when set, sees the frontend's result inside the build.
 	inspect func(*gwclient.Result) error
 }
@@ -86,7 +90,7 @@ func solveKit(ctx context.Context, t *testing.T, b kitBuild) (*kitResult, error)
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctxFS, err := fsutil.NewFilterFS(base, &fsutil.FilterOpt{IncludePatterns: []string{"examples/toy", "nixos"}})
+	ctxFS, err := fsutil.NewFilterFS(base, &fsutil.FilterOpt{IncludePatterns: append([]string{"examples/toy", "nixos"}, b.include...)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -112,6 +116,9 @@ func solveKit(ctx context.Context, t *testing.T, b kitBuild) (*kitResult, error)
 	}
 	if b.secrets != nil {
 		opt.Session = append(opt.Session, secretsprovider.FromMap(b.secrets))
+	}
+	if b.cacheDest != "" {
+		opt.CacheExports = []client.CacheOptionsEntry{{Type: "local", Attrs: map[string]string{"dest": b.cacheDest, "mode": "max"}}}
 	}
 	if b.ociDest != "" {
 		opt.Exports = []client.ExportEntry{{Type: client.ExporterOCI, Output: func(map[string]string) (io.WriteCloser, error) {

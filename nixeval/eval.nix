@@ -1,9 +1,12 @@
 # What the nixos2docker builder stage evaluates (written next to plan.json,
 # body.nix and the module files by nixeval; see nixeval/nixeval.go).
 #
-#   nix-instantiate eval.nix -A spec                      # the image-spec derivation
-#   nix-instantiate --eval --strict --json eval.nix -A targets
-#   nix eval --raw --impure --expr '(import ./eval.nix).closureOf "/out/spec.json"'
+#   nix-instantiate -I nixos2docker=DIR DIR/eval.nix -A spec     # the image-spec derivation
+#   nix-instantiate -I nixos2docker=DIR --eval --strict --json DIR/eval.nix -A targets
+#
+# Evaluation is restricted (restrict-eval in nix.conf): this directory, given
+# with -I, and the store are all it reads; the plan comes as a file, never
+# from the environment.
 #
 # plan.json: { flake, target, nixpkgs, system, body }. flake and nixpkgs are
 # flake references Nix can fetch (relative ones already resolved against the
@@ -110,10 +113,4 @@ in
 {
   inherit spec;
   targets = names;
-  # The closure's store paths of a spec document, one a line.
-  closureOf =
-    file:
-    builtins.concatStringsSep "" (
-      map (p: p.path + "\n") (builtins.fromJSON (builtins.readFile file)).closure
-    );
 }

@@ -153,8 +153,8 @@ func TestRealNixBodyReachesTheImage(t *testing.T) {
 			expr := `let e = import "` + filepath.Join(inv.Dir, "eval.nix") + `"; in [ e.spec.imageName e.spec.imageTag ]`
 			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 			defer cancel()
-			cmd := exec.CommandContext(ctx, "nix-instantiate", "--eval", "--strict", "--json", "--expr", expr)
-			cmd.Env = append(os.Environ(), "NIX_CONF_DIR="+inv.Dir, "XDG_CACHE_HOME="+filepath.Join(s.root, "cache"))
+			cmd := exec.CommandContext(ctx, "nix-instantiate", "-I", "nixos2docker="+inv.Dir, "--eval", "--strict", "--json", "--expr", expr)
+			cmd.Env = append(os.Environ(), "NIX_CONF_DIR="+inv.Dir, "XDG_CACHE_HOME="+filepath.Join(s.root, "cache"), "NIX_CONFIG=build-users-group =")
 			out, err := cmd.CombinedOutput()
 			if err != nil {
 				t.Fatalf("%v\n%s", err, out)

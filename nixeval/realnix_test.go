@@ -66,7 +66,13 @@ func (s *stage) run(t *testing.T, inv *Invocation) ([]byte, string, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
 	env := append([]string{"PATH=/usr/bin:/bin:" + os.Getenv("PATH"), "HOME=" + filepath.Join(s.root, "home")}, inv.Env...)
-	env = append(env, "XDG_CACHE_HOME="+filepath.Join(s.root, "cache")) // not this machine's /nix
+	env = append(env, "XDG_CACHE_HOME="+filepath.Join(s.root, "cache"), // not this machine's /nix
+		"NIXOS2DOCKER_RUN="+filepath.Join(s.root, "run"))
+	if s.chroot == "" {
+		// This machine's Nix store and users are shared: no build users
+		// are made here (in a chroot they are, as in the builder stage).
+		env = append(env, "NIXOS2DOCKER_BUILD_USERS=0", "NIX_CONFIG=build-users-group =")
+	}
 	var cmd *exec.Cmd
 	if s.chroot == "" {
 		cmd = exec.CommandContext(ctx, inv.Args[0], inv.Args[1:]...)

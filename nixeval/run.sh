@@ -1,7 +1,7 @@
 #!/bin/sh
 # The nixos2docker builder stage (written into the build by nixeval; POSIX sh,
 # Nix >= 2.8 on PATH: Debian's nix-bin or the nixos/nix image; besides Nix
-# only coreutils, grep and xargs).
+# only coreutils, grep and xargs). Runs as root.
 #
 #   sh run.sh build     evaluate, build the image spec, copy it and its closure
 #                       into $NIXOS2DOCKER_OUT (spec.json, nix/store/…)
@@ -18,14 +18,41 @@ out=${NIXOS2DOCKER_OUT:-/out}
 mode=${1:-build}
 export NIX_CONF_DIR="$dir"
 
-# Optional BuildKit secrets (see nixeval.Secrets): they live only in this
-# process's environment and in tmpfs mounts, never in a layer or a cache key.
-# netrc and the included nix.conf are named in $dir/nix.conf.
-if [ -r /run/secrets/github_token ]; then
-	NIX_CONFIG="access-tokens = github.com=$(cat /run/secrets/github_token)
-${NIX_CONFIG:-}"
-	export NIX_CONFIG
+run=${NIXOS2DOCKER_RUN:-/run/nixos2docker}
+
+# Derivations build as unprivileged users (build-users-group = nixbld in
+# $dir/nix.conf), as in Nix's multi-user mode: the secrets are root's (mode
+# 0400) and so is the store, so what a derivation runs can read neither and
+# change nothing it did not build. Created here unless the image has them
+# (the nixos/nix image does; Debian's nix-bin does not).
+build_users() {
+	grep -q '^nixbld:' /etc/group && return 0
+	_n=1
+	_members=
+	while [ "$_n" -le "$1" ]; do
+		echo "nixbld$_n:x:$((30000 + _n)):30000:Nix build user $_n:/var/empty:/bin/false" >>/etc/passwd
+		_members=$_members${_members:+,}nixbld$_n
+		_n=$((_n + 1))
+	done
+	echo "nixbld:x:30000:$_members" >>/etc/group
+}
+if [ "${NIXOS2DOCKER_BUILD_USERS:-0}" -gt 0 ]; then
+	build_users "$NIXOS2DOCKER_BUILD_USERS"
 fi
+
+# Optional BuildKit secrets (see nixeval.Secrets), root-only files on tmpfs
+# mounts: they never reach a layer, a cache key or the environment (which a
+# fixed-output derivation could ask for through impureEnvVars). netrc and the
+# nixconf include are named in $dir/nix.conf; the GitHub token becomes an
+# extra-access-tokens line in the root-only $run, which nix.conf includes,
+# so only Nix's fetchers see it.
+umask 077
+mkdir -p "$run"
+chmod 0700 "$run"
+if [ -r /run/secrets/github_token ]; then
+	printf 'extra-access-tokens = github.com=%s\n' "$(tr -d ' \t\r\n' </run/secrets/github_token)" >"$run/access-tokens.conf"
+fi
+umask 022
 
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
@@ -87,14 +114,14 @@ say "$(nix --version)"
 case $mode in
 targets)
 	say "listing the NixOS configurations of the flake"
-	logged "$tmp/eval.log" nix-instantiate --eval --strict --json "$dir/eval.nix" -A targets >"$tmp/targets.json" ||
+	logged "$tmp/eval.log" nix-instantiate -I "nixos2docker=$dir" --eval --strict --json "$dir/eval.nix" -A targets >"$tmp/targets.json" ||
 		eval_failed "$tmp/eval.log"
 	cp "$tmp/targets.json" "$out/targets.json"
 	printf '{"status":"ok","targets":%s}\n' "$(cat "$tmp/targets.json")" >"$out/result.json"
 	;;
 build)
 	say "evaluating the image spec"
-	logged "$tmp/eval.log" nix-instantiate --add-root "$tmp/drv" "$dir/eval.nix" -A spec >/dev/null ||
+	logged "$tmp/eval.log" nix-instantiate -I "nixos2docker=$dir" --add-root "$tmp/drv" "$dir/eval.nix" -A spec >/dev/null ||
 		eval_failed "$tmp/eval.log"
 	drv=$(readlink "$tmp/drv")
 	say "building $drv"
@@ -103,13 +130,23 @@ build)
 	spec=$(readlink "$tmp/spec")
 	cp "$spec" "$out/spec.json"
 	chmod 0644 "$out/spec.json"
-	# Exactly the closure the spec lists, copied out of the store: a later
-	# step can only read what is in this stage's own filesystem (the store
-	# may be a cache mount, which is not part of the output).
-	nix eval --raw --impure --expr "(import $dir/eval.nix).closureOf \"$out/spec.json\"" >"$tmp/closure"
+	# Exactly the spec's closure, copied out of the store: a later step can
+	# only read what is in this stage's own filesystem (the store may be a
+	# cache mount, which is not part of the output). The list is Nix's own
+	# (the spec references every path it lists, and nothing else but its
+	# builder's, which the system has too), never one read from the
+	# document a derivation wrote; each entry is checked against the
+	# store-path grammar and handed to cp NUL-separated.
+	nix-store --query --requisites "$spec" >"$tmp/requisites"
+	grep -Fxv "$spec" "$tmp/requisites" >"$tmp/closure"
+	if grep -Ev '^/nix/store/[0123456789abcdfghijklmnpqrsvwxyz]{32}-[A-Za-z0-9+._?=-]+$' "$tmp/closure" >&2; then
+		say "the lines above are not store paths: refusing to copy them"
+		exit 1
+	fi
 	mkdir -p "$out/nix/store"
 	say "copying $(wc -l <"$tmp/closure") store paths to $out/nix/store"
-	xargs sh -c 'cp -a "$@" "$0"' "$out/nix/store" <"$tmp/closure"
+	# shellcheck disable=SC2016 # "$@" and "$0" are the inner sh's
+	tr '\n' '\0' <"$tmp/closure" | xargs -0 sh -c 'cp -a "$@" "$0"' "$out/nix/store"
 	printf '{"status":"ok","spec":"%s"}\n' "$out/spec.json" >"$out/result.json"
 	say "done: $spec"
 	;;

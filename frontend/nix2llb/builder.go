@@ -152,8 +152,14 @@ func BuilderStage(b Builder) (llb.State, error) {
 		runOpts = append(runOpts, c)
 	}
 	runOpts = append(runOpts, b.RunOptions...)
+	// Secrets are root's alone (0400): the derivations Nix builds run as
+	// unprivileged build users. What the step makes from them goes to a
+	// tmpfs, so it never reaches the stage's snapshot or a cache export.
 	for _, s := range inv.Secrets {
-		runOpts = append(runOpts, llb.AddSecret(s.Path, llb.SecretID(s.ID), llb.SecretOptional))
+		runOpts = append(runOpts, llb.AddSecret(s.Path, llb.SecretID(s.ID), llb.SecretOptional, llb.SecretFileOpt(0, 0, 0o400)))
+	}
+	if inv.RunDir != "" {
+		runOpts = append(runOpts, llb.AddMount(inv.RunDir, llb.Scratch(), llb.Tmpfs()))
 	}
 	switch {
 	case b.NetworkMode != pb.NetMode_UNSET:

@@ -24,6 +24,7 @@ func testBuilder() nix2llb.Builder {
 			Env:        []string{"NIX_CONFIG=sandbox = false"},
 			ContextDir: "/src",
 			OutDir:     "/out",
+			RunDir:     "/run/nixos2docker",
 			Secrets:    []nixeval.Secret{{ID: "netrc", Path: "/run/secrets/netrc"}},
 		},
 		Context:     llb.Local("context"),
@@ -65,8 +66,14 @@ func TestBuilderStage(t *testing.T) {
 		m.CacheOpt.Sharing != pb.CacheSharingOpt_LOCKED || m.Selector != "/nix" {
 		t.Errorf("nix cache mount %v", m)
 	}
-	if m := mounts["/run/secrets/netrc"]; m == nil || m.MountType != pb.MountType_SECRET || m.SecretOpt.ID != "netrc" || !m.SecretOpt.Optional {
-		t.Errorf("netrc secret mount %v", m)
+	// Secrets are root's alone: derivations build as unprivileged users.
+	if m := mounts["/run/secrets/netrc"]; m == nil || m.MountType != pb.MountType_SECRET || m.SecretOpt.ID != "netrc" || !m.SecretOpt.Optional ||
+		m.SecretOpt.Mode != 0o400 || m.SecretOpt.Uid != 0 || m.SecretOpt.Gid != 0 {
+		t.Errorf("netrc secret mount %v, want optional, root's, mode 0400", m)
+	}
+	// What the step makes from secrets lives on a tmpfs, out of every snapshot.
+	if m := mounts["/run/nixos2docker"]; m == nil || m.MountType != pb.MountType_TMPFS {
+		t.Errorf("run dir mount %v, want a tmpfs", m)
 	}
 	if m := mounts["/"]; m == nil || m.Output < 0 {
 		t.Errorf("root mount %v must be the stage's output", m)
