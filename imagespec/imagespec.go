@@ -10,15 +10,17 @@
 package imagespec
 
 import (
-	"bytes"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"path"
+	"reflect"
 	"sort"
 	"strconv"
 	"strings"
 
 	dockerspec "github.com/moby/docker-image-spec/specs-go/v1"
+	"github.com/nixos2docker/nixos2docker/storepath"
 )
 
 // Version is the only spec version this code reads and writes.
@@ -29,7 +31,7 @@ const Version = 1
 const MaxLayers = 125
 
 // StoreDir is the Nix store every closure path must live in.
-const StoreDir = "/nix/store"
+const StoreDir = storepath.Dir
 
 // Spec is version 1 of the image spec.
 type Spec struct {
@@ -114,25 +116,35 @@ func errf(field, format string, args ...any) error {
 	return &Error{Field: field, Msg: fmt.Sprintf(format, args...)}
 }
 
-// Parse decodes and validates a spec document.
+// Parse decodes and validates a spec document, strictly: keys are matched
+// exactly and once (see scan), so Go reads the document as Nix and people
+// do, and every store path follows Nix's grammar (storepath.Check). The
+// version is checked first, so a future document gets a version error, not
+// a confusing field error.
 func Parse(data []byte) (*Spec, error) {
-	// Read the version first so a future document gets a version error, not
-	// a confusing field error.
-	var head struct {
-		Version *int `json:"version"`
+	version, keyErr, err := scan(data, reflect.TypeFor[Spec]())
+	if err != nil {
+		return nil, err
 	}
-	if err := json.Unmarshal(data, &head); err != nil {
-		return nil, &Error{Msg: "not a JSON object: " + err.Error()}
-	}
-	if head.Version == nil {
+	switch version {
+	case "":
 		return nil, errf("version", "missing (expected %d)", Version)
+	case strconv.Itoa(Version):
+	default:
+		if _, err := strconv.Atoi(version); err != nil {
+			return nil, errf("version", "%s: expected the number %d", version, Version)
+		}
+		return nil, errf("version", "unsupported version %s (this nixos2docker reads version %d; use a matching frontend and module)", version, Version)
 	}
-	if *head.Version != Version {
-		return nil, errf("version", "unsupported version %d (this nixos2docker reads version %d; use a matching frontend and module)", *head.Version, Version)
+	if keyErr != nil {
+		return nil, keyErr
 	}
 	var s Spec
-	dec := json.NewDecoder(bytes.NewReader(data))
-	if err := dec.Decode(&s); err != nil {
+	if err := json.Unmarshal(data, &s); err != nil {
+		var te *json.UnmarshalTypeError
+		if errors.As(err, &te) {
+			return nil, errf(te.Field, "malformed: a %s where a %s belongs", te.Value, jsonKind(te.Type))
+		}
 		return nil, &Error{Msg: "malformed: " + err.Error()}
 	}
 	if err := s.Validate(); err != nil {
@@ -167,7 +179,7 @@ func (s *Spec) Validate() error {
 	index := make(map[string]int, len(s.Closure))
 	for i, p := range s.Closure {
 		f := fmt.Sprintf("closure[%d]", i)
-		if err := checkStorePath(p.Path); err != nil {
+		if err := storepath.Check(p.Path); err != nil {
 			return errf(f+".path", "%v", err)
 		}
 		if j, dup := index[p.Path]; dup {
@@ -252,17 +264,6 @@ func (s *Spec) Validate() error {
 				return errf("nixRegistration", "%s is below %s, which is a %s (skeleton[%d]), not a dir", r, d, s.Skeleton[j].Type, j)
 			}
 		}
-	}
-	return nil
-}
-
-func checkStorePath(p string) error {
-	if !strings.HasPrefix(p, StoreDir+"/") {
-		return fmt.Errorf("%q is not in %s", p, StoreDir)
-	}
-	base := strings.TrimPrefix(p, StoreDir+"/")
-	if base == "" || strings.Contains(base, "/") || len(base) < 34 || base[32] != '-' {
-		return fmt.Errorf("%q is not a store path (/nix/store/<32-char hash>-<name>)", p)
 	}
 	return nil
 }

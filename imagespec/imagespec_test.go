@@ -59,6 +59,16 @@ func mutate(t *testing.T, f func(m map[string]any)) []byte {
 	return out
 }
 
+// raw edits the fixture's text: the first old becomes new.
+func raw(t *testing.T, old, new string) []byte {
+	t.Helper()
+	s := string(fixture(t))
+	if !strings.Contains(s, old) {
+		t.Fatalf("%q is not in the fixture", old)
+	}
+	return []byte(strings.Replace(s, old, new, 1))
+}
+
 func closureAt(m map[string]any, i int) map[string]any {
 	return m["closure"].([]any)[i].(map[string]any)
 }
@@ -102,7 +112,23 @@ func TestParseErrors(t *testing.T) {
 			m["toplevel"] = "/nix/store/zzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzz-other"
 		}), "toplevel", "not in the closure"},
 		{"no entrypoint", mutate(t, func(m map[string]any) { delete(m["config"].(map[string]any), "Entrypoint") }), "config.Entrypoint", "nothing to run"},
-		{"wrong type", mutate(t, func(m map[string]any) { m["maxLayers"] = "many" }), "", "malformed"},
+		{"wrong type", mutate(t, func(m map[string]any) { m["maxLayers"] = "many" }), "maxLayers", "a string where a number"},
+		{"version a string", mutate(t, func(m map[string]any) { m["version"] = "1" }), "version", "not a number"},
+		{"array", []byte(`[1]`), "", "not a JSON object"},
+		{"trailing data", append(fixture(t), "{}"...), "", "after the document"},
+		// Go's encoding/json matches keys case-insensitively, the last of
+		// two winning; Nix and people read them exactly.
+		{"case-mismatched key", raw(t, `"version": 1,`, `"version": 1, "Closure": [],`), "Closure", "case"},
+		{"duplicate key", raw(t, `"version": 1,`, `"version": 1, "closure": [],`), "closure", "twice"},
+		{"case-mismatched nested key", raw(t, `"config": {`, `"config": { "entrypoint": ["/x"],`), "config.entrypoint", "Entrypoint"},
+		{"case-mismatched key in the closure", raw(t, `"narHash"`, `"Path": "/run/secrets/netrc", "narHash"`), "closure[0].Path", "path"},
+		{"duplicate label", raw(t, `"config": {`, `"config": { "Labels": {"a": "1", "a": "2"},`), "config.Labels.a", "twice"},
+		{"store path hash not base-32", mutate(t, func(m map[string]any) {
+			closureAt(m, 3)["path"] = "/nix/store/eeeeeeeeeeeeeeeeeeeeeeeeeeeeeeee-x"
+		}), "closure[3].path", "base-32"},
+		{"store path name with a newline", mutate(t, func(m map[string]any) {
+			closureAt(m, 3)["path"] = "/nix/store/r5hcq8k2ww2ha6vyvm1qqrskn1m5x3dl-a\n.."
+		}), "closure[3].path", "name"},
 		{"skeleton relative", mutate(t, func(m map[string]any) {
 			m["skeleton"].([]any)[0].(map[string]any)["path"] = "init"
 		}), "skeleton[0].path", "clean absolute path"},
