@@ -21,11 +21,16 @@
 //
 // The stage copies the spec and exactly its closure into OutDir, because a
 // later step can only read the stage's own filesystem, not a cache mount.
-// Evaluation errors are results (result.json, exit 0) so the frontend can
-// locate them in the file, and so they are cached like any deterministic
-// outcome; a download failure or a failed build fails the step instead.
-// Errors eval.nix raises itself carry a "[nixos2docker:WHERE]" tag naming
-// the directive they are about.
+// It writes plain files (StatusFile, LogFile; see ReadResult). Evaluation
+// errors are results (status "error", exit 0) so the frontend can locate
+// them in the file, and so they are cached like any deterministic outcome;
+// a fetch failure (FetchFailurePatterns) or a failed build fails the step
+// instead. Errors eval.nix raises itself carry a "[nixos2docker:WHERE]" tag
+// naming the directive they are about.
+//
+// The stage's trust boundary (NixConf): Nix runs as root, evaluation is
+// restricted, derivations build as unprivileged users, and secrets are
+// root-only files that only Nix reads.
 package nixeval
 
 import (
@@ -109,8 +114,16 @@ var Secrets = []Secret{
 	{ID: "github_token", Path: "/run/secrets/github_token", What: "a GitHub token for github: flake inputs (extra-access-tokens = github.com=…, in a root-only file)"},
 }
 
+// Modes of the builder stage (run.sh's argument).
+const (
+	ModeBuild   = "build"   // build the image spec, copy it and its closure
+	ModeTargets = "targets" // list the flake's nixosConfigurations
+)
+
 // Invocation is the builder stage for one Plan.
 type Invocation struct {
+	// Mode is ModeBuild or ModeTargets.
+	Mode string
 	// Dir is where Files go.
 	Dir string
 	// Files are relative to Dir: eval.nix, plan.json, body.nix, nix.conf,
@@ -121,7 +134,7 @@ type Invocation struct {
 	Env  []string
 	// ContextDir is where the build context is mounted read-only.
 	ContextDir string
-	// OutDir receives result.json, spec.json and nix/store/….
+	// OutDir receives the result files (StatusFile, …) and nix/store/….
 	OutDir string
 	// RunDir is a root-only scratch directory that must not outlive the
 	// step (a tmpfs): the access tokens made from secrets go there.
@@ -135,9 +148,6 @@ type Invocation struct {
 	Secrets []Secret
 }
 
-// ResultPath is the path of result.json.
-func (inv *Invocation) ResultPath() string { return path.Join(inv.OutDir, "result.json") }
-
 // Build is the builder stage that builds the plan's image spec and copies it
 // and its closure into OutDir (spec.json, nix/store/…), in DefaultLayout.
 func Build(plan Plan, module fs.FS) (*Invocation, error) {
@@ -145,7 +155,7 @@ func Build(plan Plan, module fs.FS) (*Invocation, error) {
 }
 
 // Targets is the builder stage that lists the flake's nixosConfigurations
-// into OutDir/targets.json (and result.json), in DefaultLayout.
+// into OutDir/targets.json, in DefaultLayout.
 func Targets(plan Plan, module fs.FS) (*Invocation, error) {
 	return DefaultLayout.Targets(plan, module)
 }
@@ -158,7 +168,7 @@ func (l Layout) Build(plan Plan, module fs.FS) (*Invocation, error) {
 	if plan.Flake == "" && plan.Nixpkgs == "" {
 		return nil, errors.New("the body is a whole NixOS configuration, but there is no nixpkgs to build it with: add a nixpkgs directive or set the NIXPKGS build argument")
 	}
-	return l.invocation(plan, module, "build")
+	return l.invocation(plan, module, ModeBuild)
 }
 
 // Targets is Targets in layout l.
@@ -167,7 +177,7 @@ func (l Layout) Targets(plan Plan, module fs.FS) (*Invocation, error) {
 		return nil, errors.New("no flake to list the targets of: add a flake directive or set the NIXOS_FLAKE build argument")
 	}
 	plan.Body, plan.Target = "", ""
-	return l.invocation(plan, module, "targets")
+	return l.invocation(plan, module, ModeTargets)
 }
 
 // planJSON is plan.json, the parameters of eval.nix.
@@ -236,6 +246,8 @@ func (l Layout) invocation(plan Plan, module fs.FS, mode string) (*Invocation, e
 	files["run.sh"] = runSh
 	files["plan.json"] = append(planData, '\n')
 	files["nix.conf"] = []byte(l.NixConf(plan))
+	files[FetchFailuresFile] = []byte(strings.Join(FetchFailurePatterns, "\n") + "\n")
+	files[FetchHintFile] = []byte(FetchHint())
 	if pj.Body {
 		body := plan.Body
 		if !strings.HasSuffix(body, "\n") {
@@ -244,6 +256,7 @@ func (l Layout) invocation(plan Plan, module fs.FS, mode string) (*Invocation, e
 		files["body.nix"] = []byte(body)
 	}
 	return &Invocation{
+		Mode:  mode,
 		Dir:   l.Dir,
 		Files: files,
 		Args:  []string{"/bin/sh", path.Join(l.Dir, "run.sh"), mode},

@@ -3,6 +3,7 @@ package nixeval
 import (
 	"errors"
 	"flag"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -228,27 +229,42 @@ func TestBuildErrors(t *testing.T) {
 }
 
 func TestReadResult(t *testing.T) {
-	r, err := ReadResult([]byte(`{"status":"ok","spec":"/out/spec.json"}`))
+	build := &Invocation{Mode: ModeBuild, OutDir: "/out"}
+	list := &Invocation{Mode: ModeTargets, OutDir: "/out"}
+	files := func(m map[string]string) func(string) ([]byte, error) {
+		return func(name string) ([]byte, error) {
+			data, ok := m[name]
+			if !ok {
+				return nil, fs.ErrNotExist
+			}
+			return []byte(data), nil
+		}
+	}
+	r, err := build.ReadResult(files(map[string]string{"/out/status": "ok\n"}))
 	if err != nil || r.Status != StatusOK || r.Spec != "/out/spec.json" {
 		t.Errorf("ok: %+v %v", r, err)
 	}
-	r, err = ReadResult([]byte(`{"status":"ok","targets":["a","b"]}`))
+	r, err = list.ReadResult(files(map[string]string{"/out/status": "ok\n", "/out/targets.json": `["a","b"]`}))
 	if err != nil || !reflect.DeepEqual(r.Targets, []string{"a", "b"}) {
 		t.Errorf("targets: %+v %v", r, err)
 	}
-	r, err = ReadResult([]byte(`{"status":"error","log":"error: x\n"}`))
-	if err != nil || r.Status != StatusError || r.Log != "error: x\n" {
+	r, err = build.ReadResult(files(map[string]string{"/out/status": "error\n", "/out/log": "error: \"x\" \\ ü\n"}))
+	if err != nil || r.Status != StatusError || r.Log != "error: \"x\" \\ ü\n" {
 		t.Errorf("error: %+v %v", r, err)
 	}
-	for in, msg := range map[string]string{
-		``:                   "unexpected end",
-		`{"status":"error"}`: "without a log",
-		`{"status":"maybe"}`: `unknown status "maybe"`,
-		`{"status":"ok",`:    "unexpected end",
-		`["status"]`:         "cannot unmarshal",
+	for _, c := range []struct {
+		inv   *Invocation
+		files map[string]string
+		msg   string
+	}{
+		{build, map[string]string{}, "reading the builder stage's status"},
+		{build, map[string]string{"/out/status": "error\n"}, "reading the builder stage's log"},
+		{build, map[string]string{"/out/status": "error\n", "/out/log": "\n"}, "empty log"},
+		{build, map[string]string{"/out/status": "maybe\n"}, `unknown status "maybe"`},
+		{list, map[string]string{"/out/status": "ok\n", "/out/targets.json": `{"a":1}`}, "cannot unmarshal"},
 	} {
-		if _, err := ReadResult([]byte(in)); err == nil || !strings.Contains(err.Error(), msg) {
-			t.Errorf("ReadResult(%q) error %v, want %q", in, err, msg)
+		if _, err := c.inv.ReadResult(files(c.files)); err == nil || !strings.Contains(err.Error(), c.msg) {
+			t.Errorf("ReadResult(%v) error %v, want %q", c.files, err, c.msg)
 		}
 	}
 }

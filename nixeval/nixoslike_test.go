@@ -100,11 +100,11 @@ func TestRealNixBodyErrorsMapToTheFile(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			data, stderr, err := s.run(t, inv)
+			stderr, err := s.run(t, inv)
 			if err != nil {
 				t.Fatalf("run.sh must exit 0 on an evaluation error: %v\n%s", err, stderr)
 			}
-			res, err := ReadResult(data)
+			res, err := inv.ReadResult(os.ReadFile)
 			if err != nil {
 				t.Fatalf("%v\n%s", err, stderr)
 			}

@@ -5,6 +5,8 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -59,8 +61,8 @@ func (s *stage) writeFiles(t *testing.T, inv *Invocation) {
 }
 
 // run writes the invocation's files and runs it like the builder stage
-// does; it returns result.json and the stage's stderr.
-func (s *stage) run(t *testing.T, inv *Invocation) ([]byte, string, error) {
+// does; it returns the stage's stderr (inv.ReadResult reads what it wrote).
+func (s *stage) run(t *testing.T, inv *Invocation) (string, error) {
 	t.Helper()
 	s.writeFiles(t, inv)
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
@@ -90,8 +92,7 @@ exec chroot "$d" env -i "$@"`
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr
 	runErr := cmd.Run()
-	result, _ := os.ReadFile(filepath.Join(inv.OutDir, "result.json"))
-	return result, stderr.String(), runErr
+	return stderr.String(), runErr
 }
 
 // The toy example built by the generated run.sh with this machine's Nix,
@@ -124,11 +125,11 @@ func TestRealNixBuildsToy(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	data, stderr, err := s.run(t, inv)
+	stderr, err := s.run(t, inv)
 	if err != nil {
 		t.Fatalf("run.sh: %v\n%s", err, stderr)
 	}
-	res, err := ReadResult(data)
+	res, err := inv.ReadResult(os.ReadFile)
 	if err != nil {
 		t.Fatalf("%v\n%s", err, stderr)
 	}
@@ -191,11 +192,11 @@ func TestRealNixBuildsToy(t *testing.T) {
 	if err := os.RemoveAll(s.layout.OutDir); err != nil {
 		t.Fatal(err)
 	}
-	data, stderr, err = s.run(t, tinv)
+	stderr, err = s.run(t, tinv)
 	if err != nil {
 		t.Fatalf("run.sh targets: %v\n%s", err, stderr)
 	}
-	res, err = ReadResult(data)
+	res, err = tinv.ReadResult(os.ReadFile)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -264,11 +265,11 @@ func TestRealNixEvaluationErrors(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			data, stderr, err := s.run(t, inv)
+			stderr, err := s.run(t, inv)
 			if err != nil {
 				t.Fatalf("run.sh must exit 0 on an evaluation error: %v\n%s", err, stderr)
 			}
-			res, err := ReadResult(data)
+			res, err := inv.ReadResult(os.ReadFile)
 			if err != nil {
 				t.Fatalf("%v\n%s", err, stderr)
 			}
@@ -291,31 +292,52 @@ func olderThan(v string, major, minor int) bool {
 	return ma < major || ma == major && mi < minor
 }
 
-// A download failure is not a result: the step fails (so BuildKit caches
-// nothing) and says why.
-func TestRealNixDownloadFailureFailsTheStep(t *testing.T) {
+// A fetch failure is not a result: the step fails (so BuildKit caches
+// nothing) and says why and which secrets carry credentials. Refused
+// connections, and a server that wants credentials, for a tarball and for a
+// git repository (git asks for a user name that nobody types in).
+func TestRealNixFetchFailureFailsTheStep(t *testing.T) {
 	if os.Getenv("NIXEVAL_TEST_ROOTFS") == "" {
 		needNix(t, "nix", "nix-instantiate", "nix-store")
 	}
-	s := newStage(t)
-	// Nothing listens on port 9 of the loopback: refused at once.
-	plan := Plan{Flake: "http://127.0.0.1:9/flake.tar.gz#x", System: hostSystem(t), NixConfig: "download-attempts = 1\nconnect-timeout = 2"}
-	inv, err := s.layout.Build(plan, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if !inv.Network {
-		t.Error("a remote flake needs the network")
-	}
-	data, stderr, err := s.run(t, inv)
-	if err == nil {
-		t.Fatalf("run.sh succeeded on a download failure; result %s\n%s", data, stderr)
-	}
-	if len(data) != 0 {
-		t.Errorf("result.json written on a download failure: %s", data)
-	}
-	if !strings.Contains(stderr, "127.0.0.1:9") || !strings.Contains(stderr, "not cached") {
-		t.Errorf("stderr does not say what failed:\n%s", stderr)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("WWW-Authenticate", `Basic realm="private"`)
+		http.Error(w, "credentials, please", http.StatusUnauthorized)
+	}))
+	defer srv.Close()
+	for _, tc := range []struct{ name, flake, says string }{
+		// Nothing listens on port 9 of the loopback: refused at once.
+		{"refused", "http://127.0.0.1:9/flake.tar.gz#x", "127.0.0.1:9"},
+		{"tarball 401", srv.URL + "/flake.tar.gz#x", "401"},
+		{"git 401", "git+" + srv.URL + "/flake.git#x", strings.TrimPrefix(srv.URL, "http://")},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s := newStage(t)
+			plan := Plan{Flake: tc.flake, System: hostSystem(t), NixConfig: "download-attempts = 1\nconnect-timeout = 2"}
+			inv, err := s.layout.Build(plan, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !inv.Network {
+				t.Error("a remote flake needs the network")
+			}
+			stderr, err := s.run(t, inv)
+			if err == nil {
+				res, _ := inv.ReadResult(os.ReadFile)
+				t.Fatalf("run.sh succeeded on a fetch failure; result %+v\n%s", res, stderr)
+			}
+			if _, err := os.Stat(filepath.Join(inv.OutDir, StatusFile)); err == nil {
+				t.Errorf("a status was written on a fetch failure")
+			}
+			if !strings.Contains(stderr, tc.says) || !strings.Contains(stderr, "nothing is cached") {
+				t.Errorf("stderr does not say what failed (%q):\n%s", tc.says, stderr)
+			}
+			for _, sec := range Secrets {
+				if !strings.Contains(stderr, sec.ID+": ") {
+					t.Errorf("stderr does not name the secret %s:\n%s", sec.ID, stderr)
+				}
+			}
+		})
 	}
 }
 
@@ -350,11 +372,11 @@ func TestRealNixTargets(t *testing.T) {
 	if _, ok := inv.Files["body.nix"]; ok {
 		t.Error("listing targets writes no body")
 	}
-	data, stderr, err := s.run(t, inv)
+	stderr, err := s.run(t, inv)
 	if err != nil {
 		t.Fatalf("run.sh targets: %v\n%s", err, stderr)
 	}
-	res, err := ReadResult(data)
+	res, err := inv.ReadResult(os.ReadFile)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -7,10 +7,12 @@
 #                       into $NIXOS2DOCKER_OUT (spec.json, nix/store/…)
 #   sh run.sh targets   list the flake's nixosConfigurations (targets.json)
 #
-# Either way $NIXOS2DOCKER_OUT/result.json says what happened. An evaluation
-# error is a result ({"status":"error","log":…}, exit 0) so the frontend can
-# point at the offending line of the user's file; a download failure or a
-# failed build exits non-zero instead, so BuildKit shows it and caches nothing.
+# Either way $NIXOS2DOCKER_OUT/status says what happened: "ok", or "error"
+# with the evaluation's log in $NIXOS2DOCKER_OUT/log (plain files: nixeval
+# reads them). An evaluation error is a result (exit 0) so the frontend can
+# point at the offending line of the user's file; a fetch failure (the
+# patterns in $dir/fetch-failures, nixeval's) or a failed build exits
+# non-zero instead, so BuildKit shows it and caches nothing.
 set -eu
 
 dir=${NIXOS2DOCKER_DIR:-/nixos2docker}
@@ -69,44 +71,17 @@ logged() {
 	return "$(cat "$tmp/status")"
 }
 
-# json_string < FILE: FILE as a JSON string literal (control characters other
-# than newline dropped, tabs as spaces). Plain sh and tr only: the nixos/nix
-# image has no sed or awk.
-json_string() {
-	printf '"'
-	tr -d '\000-\010\013-\037' | tr '\t' ' ' | {
-		while IFS= read -r _line || [ -n "$_line" ]; do
-			_out=
-			while :; do
-				case $_line in
-				*[\\\"]*)
-					_pre=${_line%%[\\\"]*}
-					_rest=${_line#"$_pre"}
-					_c=${_rest%"${_rest#?}"}
-					_out=$_out$_pre\\$_c
-					_line=${_rest#?}
-					;;
-				*)
-					_out=$_out$_line
-					break
-					;;
-				esac
-			done
-			printf '%s\\n' "$_out"
-		done
-	}
-	printf '"'
-}
-
 # eval_failed LOG: report an evaluation error as a result, unless it is a
-# download failure (then fail the step: retrying may work, caching would not).
+# fetch failure (then fail the step: retrying, or adding a secret, may work;
+# caching would not).
 eval_failed() {
-	if grep -Eiq "unable to download|could not resolve host|couldn't resolve host|failed to connect|connection timed out|connection refused|temporary failure in name resolution|network is unreachable|unable to access '|ssl connect error|HTTP error 5[0-9][0-9]" "$1"; then
-		say "evaluation failed while downloading (not a problem in the file): failing the step so it is not cached"
+	if grep -Eiq -f "$dir/fetch-failures" "$1"; then
+		cat "$dir/fetch-failure-hint" >&2
 		exit 1
 	fi
-	{ printf '{"status":"error","log":'; json_string <"$1"; printf '}\n'; } >"$out/result.json"
-	say "evaluation failed; the error is in $out/result.json"
+	cp "$1" "$out/log"
+	echo error >"$out/status"
+	say "evaluation failed; the error is in $out/log"
 	exit 0
 }
 
@@ -117,7 +92,7 @@ targets)
 	logged "$tmp/eval.log" nix-instantiate -I "nixos2docker=$dir" --eval --strict --json "$dir/eval.nix" -A targets >"$tmp/targets.json" ||
 		eval_failed "$tmp/eval.log"
 	cp "$tmp/targets.json" "$out/targets.json"
-	printf '{"status":"ok","targets":%s}\n' "$(cat "$tmp/targets.json")" >"$out/result.json"
+	echo ok >"$out/status"
 	;;
 build)
 	say "evaluating the image spec"
@@ -147,7 +122,7 @@ build)
 	say "copying $(wc -l <"$tmp/closure") store paths to $out/nix/store"
 	# shellcheck disable=SC2016 # "$@" and "$0" are the inner sh's
 	tr '\n' '\0' <"$tmp/closure" | xargs -0 sh -c 'cp -a "$@" "$0"' "$out/nix/store"
-	printf '{"status":"ok","spec":"%s"}\n' "$out/spec.json" >"$out/result.json"
+	echo ok >"$out/status"
 	say "done: $spec"
 	;;
 *)

@@ -1,52 +1,72 @@
 package nixeval
 
 import (
-	"bytes"
-	"encoding/json"
+	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/nixos2docker/nixos2docker/storepath"
 )
 
-// run.sh's JSON string writer, run by every shell at hand (dash is
-// Debian's /bin/sh, bash is the nixos/nix image's, busybox is the smallest),
-// must give JSON that decodes to the input: quotes, backslashes, UTF-8,
-// colour codes (dropped), tabs (spaces), a last line without a newline.
-func TestRunShJSONString(t *testing.T) {
-	src := string(runSh)
-	start := strings.Index(src, "json_string() {")
-	end := strings.Index(src[start:], "\n}\n")
-	if start < 0 || end < 0 {
-		t.Fatal("json_string not found in run.sh")
+// The fetch-failure patterns take every recorded fetch failure for one
+// (testdata/logs/fetch: refused, DNS, timeouts, HTTP 401 and 403, git
+// asking for a user name, SSH refusing the key) and no recorded error in a
+// file for one; grep -E reads the file run.sh greps the same way.
+func TestFetchFailures(t *testing.T) {
+	fetch, err := filepath.Glob("testdata/logs/fetch/*.log")
+	if err != nil || len(fetch) < 9 {
+		t.Fatalf("%d recorded fetch failures: %v", len(fetch), err)
 	}
-	fn := src[start : start+end+3]
-	in := "error: unknown target \"we\\\"b\\\\x\" ü\n\t… at /x:1:2:\n\x1b[31;1mred\x1b[0m \\\\ \"\"\n\nlast line"
-	want := "error: unknown target \"we\\\"b\\\\x\" ü\n … at /x:1:2:\n[31;1mred[0m \\\\ \"\"\n\nlast line\n"
-	ran := 0
-	for _, shell := range [][]string{{"dash"}, {"bash", "--posix"}, {"busybox", "sh"}, {"sh"}} {
-		if _, err := exec.LookPath(shell[0]); err != nil {
-			continue
-		}
-		ran++
-		cmd := exec.Command(shell[0], append(shell[1:], "-c", fn+"json_string")...)
-		cmd.Stdin = strings.NewReader(in)
-		var stderr bytes.Buffer
-		cmd.Stderr = &stderr
-		out, err := cmd.Output()
-		if err != nil {
-			t.Errorf("%s: %v\n%s", shell[0], err, stderr.String())
-			continue
-		}
-		var got string
-		if err := json.Unmarshal(out, &got); err != nil {
-			t.Errorf("%s: not a JSON string: %v\n%s", shell[0], err, out)
-			continue
-		}
-		if got != want {
-			t.Errorf("%s: got %q\nwant %q", shell[0], got, want)
+	file, err := filepath.Glob("testdata/logs/nix-*/*.log")
+	if err != nil || len(file) < 6 {
+		t.Fatalf("%d recorded evaluation errors: %v", len(file), err)
+	}
+	inv, err := Build(Plan{Flake: ".#x", System: "x86_64-linux"}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	patterns := filepath.Join(t.TempDir(), FetchFailuresFile)
+	if err := os.WriteFile(patterns, inv.Files[FetchFailuresFile], 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := exec.LookPath("grep"); err != nil {
+		t.Fatal("no grep")
+	}
+	for _, c := range []struct {
+		logs []string
+		want bool
+	}{{fetch, true}, {file, false}} {
+		for _, p := range c.logs {
+			data, err := os.ReadFile(p)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := FetchFailure(string(data)); got != c.want {
+				t.Errorf("%s: FetchFailure = %v, want %v", p, got, c.want)
+			}
+			grepped := exec.Command("grep", "-Eiq", "-f", patterns, p).Run() == nil
+			if grepped != c.want {
+				t.Errorf("%s: grep -Eiq -f %s = %v, want %v", p, FetchFailuresFile, grepped, c.want)
+			}
 		}
 	}
-	if ran == 0 {
-		t.Fatal("no shell to run run.sh's functions")
+	hint := string(inv.Files[FetchHintFile])
+	for _, s := range Secrets {
+		if !strings.Contains(hint, s.ID+": ") {
+			t.Errorf("the hint does not name the secret %s:\n%s", s.ID, hint)
+		}
+	}
+}
+
+// run.sh checks the closure it copies against the store-path grammar of
+// storepath, and writes no JSON (nixeval does).
+func TestRunShUsesTheStorePathGrammar(t *testing.T) {
+	if !strings.Contains(string(runSh), "'"+storepath.Pattern+"'") {
+		t.Errorf("run.sh does not grep with storepath.Pattern %s", storepath.Pattern)
+	}
+	if strings.Contains(string(runSh), `{"`) {
+		t.Error("run.sh writes JSON")
 	}
 }
