@@ -23,7 +23,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"path"
 	"strings"
 
 	"github.com/containerd/platforms"
@@ -136,17 +135,15 @@ func (b *build) solve(ctx context.Context, st llb.State, p ocispecs.Platform) (c
 	return res.SingleRef()
 }
 
-// result runs the builder stage and reads its result.json.
+// result runs the builder stage and reads what it reported.
 func (b *build) result(ctx context.Context, stage *Stage, p ocispecs.Platform) (client.Reference, *nixeval.Result, error) {
 	ref, err := b.solve(ctx, stage.State, p)
 	if err != nil {
 		return nil, nil, err
 	}
-	data, err := ref.ReadFile(ctx, client.ReadRequest{Filename: path.Join(stage.Invocation.OutDir, "result.json")})
-	if err != nil {
-		return nil, nil, fmt.Errorf("read the builder stage's result.json: %w", err)
-	}
-	r, err := nixeval.ReadResult(data)
+	r, err := stage.Invocation.ReadResult(func(name string) ([]byte, error) {
+		return ref.ReadFile(ctx, client.ReadRequest{Filename: name})
+	})
 	if err != nil {
 		return nil, nil, err
 	}
@@ -165,11 +162,7 @@ func (b *build) image(ctx context.Context, p ocispecs.Platform) (*dockerui.Build
 	if err != nil {
 		return nil, nil, err
 	}
-	specPath := r.Spec
-	if specPath == "" {
-		specPath = path.Join(stage.Invocation.OutDir, "spec.json")
-	}
-	data, err := ref.ReadFile(ctx, client.ReadRequest{Filename: specPath})
+	data, err := ref.ReadFile(ctx, client.ReadRequest{Filename: r.Spec})
 	if err != nil {
 		return nil, nil, fmt.Errorf("read the builder stage's spec.json: %w", err)
 	}
