@@ -79,6 +79,32 @@ type Plan struct {
 	// Substituters says whether binary caches may be used (real builds:
 	// true; offline tests: false, which also spares Nix its retries).
 	Substituters bool
+	// FlakeRef and NixpkgsRef are Flake and Nixpkgs parsed and checked
+	// (NewPlan sets them; a plan written by hand has them parsed when the
+	// stage is made).
+	FlakeRef, NixpkgsRef FlakeRef
+}
+
+// refs returns the plan's flake (or nixpkgs) reference, parsed and checked.
+func (p Plan) refs() (flake, nixpkgs FlakeRef, err error) {
+	flake, nixpkgs = p.FlakeRef, p.NixpkgsRef
+	if p.Flake == "" && p.Nixpkgs == "" {
+		return flake, nixpkgs, errors.New("nothing to build: no flake and no nixpkgs (NewPlan makes plans from a file)")
+	}
+	if p.Flake != "" && flake == (FlakeRef{}) {
+		if flake, err = ParseFlakeRef(p.Flake); err != nil {
+			return flake, nixpkgs, fmt.Errorf("flake %q: %w", p.Flake, err)
+		}
+	}
+	if p.Flake == "" && nixpkgs == (FlakeRef{}) {
+		if nixpkgs, err = ParseFlakeRef(p.Nixpkgs); err != nil {
+			return flake, nixpkgs, fmt.Errorf("nixpkgs %q: %w", p.Nixpkgs, err)
+		}
+		if nixpkgs.Fragment != "" {
+			return flake, nixpkgs, fmt.Errorf("nixpkgs %q: a nixpkgs reference has no #fragment", p.Nixpkgs)
+		}
+	}
+	return flake, nixpkgs, nil
 }
 
 // Layout is where the builder stage finds and puts things.
@@ -162,12 +188,6 @@ func Targets(plan Plan, module fs.FS) (*Invocation, error) {
 
 // Build is Build in layout l.
 func (l Layout) Build(plan Plan, module fs.FS) (*Invocation, error) {
-	if plan.Flake == "" && strings.TrimSpace(plan.Body) == "" {
-		return nil, errors.New("nothing to build: no flake and no body")
-	}
-	if plan.Flake == "" && plan.Nixpkgs == "" {
-		return nil, errors.New("the body is a whole NixOS configuration, but there is no nixpkgs to build it with: add a nixpkgs directive or set the NIXPKGS build argument")
-	}
 	return l.invocation(plan, module, ModeBuild)
 }
 
@@ -194,25 +214,18 @@ func (l Layout) invocation(plan Plan, module fs.FS, mode string) (*Invocation, e
 		return nil, fmt.Errorf("unsupported Nix system: %w", err)
 	}
 	pj := planJSON{System: plan.System, Body: strings.TrimSpace(plan.Body) != ""}
+	flake, nixpkgs, err := plan.refs()
+	if err != nil {
+		return nil, err
+	}
 	remote := false
 	if plan.Flake != "" {
-		ref, err := ResolveFlakeRef(plan.Flake, l.ContextDir)
-		if err != nil {
-			return nil, fmt.Errorf("flake %q: %w", plan.Flake, err)
-		}
-		pj.Flake, pj.Target, remote = ref.URL, ref.Attr, ref.Remote
+		pj.Flake, pj.Target, remote = flake.In(l.ContextDir), flake.Attr, flake.Remote
 		if plan.Target != "" {
 			pj.Target = plan.Target
 		}
 	} else {
-		ref, err := ResolveFlakeRef(plan.Nixpkgs, l.ContextDir)
-		if err != nil {
-			return nil, fmt.Errorf("nixpkgs %q: %w", plan.Nixpkgs, err)
-		}
-		if ref.Fragment != "" {
-			return nil, fmt.Errorf("nixpkgs %q: a nixpkgs reference has no #fragment", plan.Nixpkgs)
-		}
-		pj.Nixpkgs, remote = ref.URL, ref.Remote
+		pj.Nixpkgs, remote = nixpkgs.In(l.ContextDir), nixpkgs.Remote
 	}
 	planData, err := json.MarshalIndent(pj, "", "  ")
 	if err != nil {
@@ -328,70 +341,6 @@ warn-dirty = false
 // AccessTokensFile is the file in RunDir that run.sh writes the github_token
 // secret into, as an extra-access-tokens line only root can read.
 const AccessTokensFile = "access-tokens.conf"
-
-// FlakeRef is a flake reference as the builder stage sees it.
-type FlakeRef struct {
-	URL      string // without the fragment; relative paths resolved
-	Fragment string // after '#', as written
-	Attr     string // the nixosConfigurations name the fragment selects ("" = none)
-	Remote   bool   // fetched over the network (not the build context)
-}
-
-// ResolveFlakeRef resolves ref for the builder stage: relative path
-// references (".", "./sub", ".?dir=sub", "path:.", "git+file:.") become
-// references into contextDir; others pass through unchanged. The fragment
-// names a NixOS configuration, as with nixos-rebuild: "web" or
-// "nixosConfigurations.web" (quotes allowed around the name).
-func ResolveFlakeRef(ref, contextDir string) (FlakeRef, error) {
-	var r FlakeRef
-	if ref == "" {
-		return r, errors.New("empty flake reference")
-	}
-	if strings.ContainsAny(ref, " \t\n") {
-		return r, errors.New("a flake reference has no spaces")
-	}
-	url, frag, _ := strings.Cut(ref, "#")
-	r.Fragment = frag
-	attr := strings.TrimPrefix(frag, "nixosConfigurations.")
-	if len(attr) >= 2 && attr[0] == '"' && attr[len(attr)-1] == '"' {
-		attr = attr[1 : len(attr)-1]
-	}
-	if frag != "" && attr == "" {
-		return r, fmt.Errorf("fragment %q names no NixOS configuration", frag)
-	}
-	r.Attr = attr
-
-	loc, query, hasQuery := strings.Cut(url, "?")
-	scheme, p := "", loc
-	for _, s := range []string{"path:", "git+file:"} {
-		if strings.HasPrefix(loc, s) {
-			scheme, p = s, strings.TrimPrefix(loc, s)
-			break
-		}
-	}
-	switch {
-	case strings.HasPrefix(p, "/"):
-		return r, fmt.Errorf("%q is an absolute path, which does not exist in a build: use a path relative to the build context (\".\", \"./sub\")", p)
-	case p == "." || p == ".." || strings.HasPrefix(p, "./") || strings.HasPrefix(p, "../") || (scheme != "" && p != ""):
-		clean := path.Clean(p)
-		if clean == ".." || strings.HasPrefix(clean, "../") {
-			return r, fmt.Errorf("%q is outside the build context", p)
-		}
-		if scheme == "" {
-			scheme = "path:"
-		}
-		r.URL = scheme + path.Join(contextDir, clean)
-		if hasQuery {
-			r.URL += "?" + query
-		}
-	case scheme != "":
-		return r, fmt.Errorf("%q has no path", loc)
-	default:
-		r.URL = url
-		r.Remote = true
-	}
-	return r, nil
-}
 
 // SortedFiles returns the invocation's file names, sorted.
 func (inv *Invocation) SortedFiles() []string {

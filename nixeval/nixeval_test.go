@@ -24,26 +24,28 @@ var testModule = fstest.MapFS{
 	"patches/systemd/series":   {Data: []byte("0001.patch\n")},
 }
 
-func TestResolveFlakeRef(t *testing.T) {
+func TestParseFlakeRef(t *testing.T) {
 	for _, tt := range []struct {
-		ref  string
-		want FlakeRef
+		ref, in string // in: the reference with the context at /src
+		want    FlakeRef
 	}{
-		{".", FlakeRef{URL: "path:/src"}},
-		{".#web", FlakeRef{URL: "path:/src", Fragment: "web", Attr: "web"}},
-		{".?dir=examples/toy#toy", FlakeRef{URL: "path:/src?dir=examples/toy", Fragment: "toy", Attr: "toy"}},
-		{"./sub/../sys#nixosConfigurations.web", FlakeRef{URL: "path:/src/sys", Fragment: "nixosConfigurations.web", Attr: "web"}},
-		{`path:.#nixosConfigurations."web.example.com"`, FlakeRef{URL: "path:/src", Fragment: `nixosConfigurations."web.example.com"`, Attr: "web.example.com"}},
-		{"path:sub?dir=x", FlakeRef{URL: "path:/src/sub?dir=x"}},
-		{"git+file:.#a", FlakeRef{URL: "git+file:/src", Fragment: "a", Attr: "a"}},
-		{"github:o/r#x", FlakeRef{URL: "github:o/r", Fragment: "x", Attr: "x", Remote: true}},
-		{"github:NixOS/nixpkgs/nixos-25.11", FlakeRef{URL: "github:NixOS/nixpkgs/nixos-25.11", Remote: true}},
-		{"git+https://example.com/r.git?ref=main#h", FlakeRef{URL: "git+https://example.com/r.git?ref=main", Fragment: "h", Attr: "h", Remote: true}},
-		{"nixpkgs", FlakeRef{URL: "nixpkgs", Remote: true}},
+		{".", "path:/src", FlakeRef{Scheme: "path:", Dir: "."}},
+		{".#web", "path:/src", FlakeRef{Scheme: "path:", Dir: ".", Fragment: "web", Attr: "web"}},
+		{".?dir=examples/toy#toy", "path:/src?dir=examples/toy", FlakeRef{Scheme: "path:", Dir: ".", Query: "dir=examples/toy", Fragment: "toy", Attr: "toy"}},
+		{"./sub/../sys#nixosConfigurations.web", "path:/src/sys", FlakeRef{Scheme: "path:", Dir: "sys", Fragment: "nixosConfigurations.web", Attr: "web"}},
+		{`path:.#nixosConfigurations."web.example.com"`, "path:/src", FlakeRef{Scheme: "path:", Dir: ".", Fragment: `nixosConfigurations."web.example.com"`, Attr: "web.example.com"}},
+		{"path:sub?dir=x", "path:/src/sub?dir=x", FlakeRef{Scheme: "path:", Dir: "sub", Query: "dir=x"}},
+		{"path:sub?dir=..", "path:/src/sub?dir=..", FlakeRef{Scheme: "path:", Dir: "sub", Query: "dir=.."}},
+		{"git+file:.#a", "git+file:/src", FlakeRef{Scheme: "git+file:", Dir: ".", Fragment: "a", Attr: "a"}},
+		{"github:o/r#x", "github:o/r", FlakeRef{URL: "github:o/r", Fragment: "x", Attr: "x", Remote: true}},
+		{"github:NixOS/nixpkgs/nixos-25.11", "github:NixOS/nixpkgs/nixos-25.11", FlakeRef{URL: "github:NixOS/nixpkgs/nixos-25.11", Remote: true}},
+		{"git+https://example.com/r.git?ref=main#h", "git+https://example.com/r.git?ref=main", FlakeRef{URL: "git+https://example.com/r.git?ref=main", Fragment: "h", Attr: "h", Remote: true}},
+		{"git+ssh://git@example.com/r.git", "git+ssh://git@example.com/r.git", FlakeRef{URL: "git+ssh://git@example.com/r.git", Remote: true}},
+		{"nixpkgs", "nixpkgs", FlakeRef{URL: "nixpkgs", Remote: true}},
 	} {
-		got, err := ResolveFlakeRef(tt.ref, "/src")
-		if err != nil || got != tt.want {
-			t.Errorf("ResolveFlakeRef(%q) = %+v, %v; want %+v", tt.ref, got, err, tt.want)
+		got, err := ParseFlakeRef(tt.ref)
+		if err != nil || got != tt.want || got.In("/src") != tt.in {
+			t.Errorf("ParseFlakeRef(%q) = %+v (%s), %v; want %+v (%s)", tt.ref, got, got.In("/src"), err, tt.want, tt.in)
 		}
 	}
 	for ref, msg := range map[string]string{
@@ -55,16 +57,33 @@ func TestResolveFlakeRef(t *testing.T) {
 		".#":                     "",
 		".#nixosConfigurations.": "names no NixOS configuration",
 		"":                       "empty",
+		// Containment: dir=, percent-encoding, the other local schemes.
+		".?dir=../..":           "outside the build context",
+		"path:.?dir=..%2F..":    "outside the build context",
+		"path:.?dir=/etc":       "outside the build context",
+		"path:%2e%2e":           "outside the build context",
+		"path:%2Fetc":           "absolute path",
+		"file:/etc":             "absolute path",
+		"file:///etc/passwd":    "absolute path",
+		"tarball+file:/x":       "absolute path",
+		"tarball+file:x.tar.gz": "builder's file system",
+		"#web":                  "no flake before the fragment",
+		".#we\x01b":             "control characters",
+		// Credentials belong in secrets.
+		"git+https://user:TOKEN@example.com/r.git": "credentials",
+		"https://TOKEN@example.com/f.tar.gz":       "credentials",
+		"github:o/r?access_token=TOKEN":            "credentials",
+		"git+https://example.com/r.git?Token=T":    "credentials",
 	} {
-		_, err := ResolveFlakeRef(ref, "/src")
+		_, err := ParseFlakeRef(ref)
 		if ref == ".#" {
 			if err != nil {
-				t.Errorf("ResolveFlakeRef(%q): %v (an empty fragment is no fragment)", ref, err)
+				t.Errorf("ParseFlakeRef(%q): %v (an empty fragment is no fragment)", ref, err)
 			}
 			continue
 		}
 		if err == nil || !strings.Contains(err.Error(), msg) {
-			t.Errorf("ResolveFlakeRef(%q) error %v, want %q", ref, err, msg)
+			t.Errorf("ParseFlakeRef(%q) error %v, want %q", ref, err, msg)
 		}
 	}
 }
@@ -87,7 +106,8 @@ func TestNewPlan(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := Plan{Flake: ".#web", Nixpkgs: "github:NixOS/nixpkgs", Body: "{ services.nginx.enable = true; }\n",
-		BodyFile: "nixos.docker", BodyLine: 4, FlakeLine: 2, NixpkgsLine: 3, System: "x86_64-linux", Substituters: true}
+		BodyFile: "nixos.docker", BodyLine: 4, FlakeLine: 2, NixpkgsLine: 3, System: "x86_64-linux", Substituters: true,
+		FlakeRef: FlakeRef{Scheme: "path:", Dir: ".", Fragment: "web", Attr: "web"}}
 	if !reflect.DeepEqual(p, want) {
 		t.Errorf("got  %+v\nwant %+v", p, want)
 	}
@@ -114,12 +134,24 @@ func TestNewPlanErrors(t *testing.T) {
 		{"no flake and no nixpkgs", "# syntax=x\n\n{ ... }: { }\n", Options{Platform: amd64}, 3, "no flake and no nixpkgs"},
 		{"nothing at all", "# syntax=x\n", Options{Platform: amd64}, 1, "empty file"},
 		{"bad flake directive", "# syntax=x\n# flake=/home/me/flake#web\n", Options{Platform: amd64}, 2, "absolute path"},
-		{"bad flake build arg", "# flake=.#web\n", Options{Flake: "../up#web", Platform: amd64}, 1, "outside the build context"},
+		{"bad flake build arg", "# flake=.#web\n", Options{Flake: "../up#web", Platform: amd64}, 0, `build argument NIXOS_FLAKE="../up#web": "../up" is outside the build context`},
+		{"bad nixpkgs build arg", "{ }\n", Options{Nixpkgs: "file:///etc", Platform: amd64}, 0, `build argument NIXPKGS="file:///etc"`},
+		{"token in the flake build arg", "{ }\n", Options{Flake: "github:o/r?access_token=T#x", Platform: amd64}, 0, "--secret"},
+		{"token in NIX_CONFIG", "# flake=.#web\n", Options{NixConfig: "cores = 2\n access-tokens = github.com=T", Platform: amd64}, 0, "build argument NIX_CONFIG: access-tokens holds credentials"},
+		{"control characters in the target", "# flake=.#web\n", Options{Target: "web\x1b[31m", Platform: amd64}, 0, "control characters"},
+		{"a fragment without a flake", "# flake=#web\n", Options{Platform: amd64}, 1, "no flake before the fragment"},
 		{"nixpkgs with a fragment", "# nixpkgs=github:NixOS/nixpkgs#hello\n{ }\n", Options{Platform: amd64}, 1, "no #fragment"},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			_, err := NewPlan(parse(t, tt.src), tt.o)
 			var e *nixfile.Error
+			if tt.line == 0 {
+				// About a build argument: not located in the file.
+				if err == nil || errors.As(err, &e) || !strings.Contains(err.Error(), tt.msg) {
+					t.Errorf("got %v, want an error naming the argument: …%s…", err, tt.msg)
+				}
+				return
+			}
 			if !errors.As(err, &e) || e.Line != tt.line || !strings.Contains(e.Msg, tt.msg) {
 				t.Errorf("got %v, want line %d: …%s…", err, tt.line, tt.msg)
 			}

@@ -100,6 +100,11 @@ func WithFlakeOverride(ref string) Option {
 	return func(o *options) { o.flakeOverride = ref }
 }
 
+// EmptyFile is the message for a file with nothing to build: no flake
+// (directive or NIXOS_FLAKE) and no body. Parse reports it; nixeval's plan
+// says the same should a caller skip that check.
+const EmptyFile = "empty file: nothing to build; expected a flake directive (\"# flake=.#<name>\") or a NixOS module body"
+
 // Same shape as BuildKit's directive regexp, with '-' and '_' allowed in keys
 // so that "# nix-config=…" is reported as unknown rather than taken as body.
 var directiveRe = regexp.MustCompile(`^([a-zA-Z][a-zA-Z0-9_-]*)\s*=\s*(.*?)\s*$`)
@@ -199,7 +204,7 @@ func Parse(name string, data []byte, opts ...Option) (*File, error) {
 	}
 
 	if f.Flake == "" && o.flakeOverride == "" && f.Body == "" {
-		return nil, errAt(1, 1, "empty file: nothing to build; expected a flake directive (\"# flake=.#<name>\") or a NixOS module body")
+		return nil, errAt(1, 1, "%s", EmptyFile)
 	}
 	return f, nil
 }
