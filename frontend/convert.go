@@ -111,9 +111,7 @@ func description(p nixeval.Plan, targets bool) string {
 	}
 	target := p.Target
 	if target == "" {
-		if ref, err := nixeval.ResolveFlakeRef(p.Flake, nixeval.DefaultLayout.ContextDir); err == nil {
-			target = ref.Attr
-		}
+		target = p.FlakeRef.Attr
 	}
 	if target == "" {
 		return fmt.Sprintf("nix: build docker image spec of the flake %s (%s)", p.Flake, p.System)

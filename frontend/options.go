@@ -7,14 +7,15 @@ import (
 	"time"
 
 	"github.com/nixos2docker/nixos2docker/imagemodel"
+	"github.com/nixos2docker/nixos2docker/nixeval"
 )
 
 // Build arguments the frontend reads (docker buildx build --build-arg K=V).
 const (
-	ArgFlake        = "NIXOS_FLAKE"
-	ArgNixpkgs      = "NIXPKGS"
+	ArgFlake        = nixeval.ArgFlake
+	ArgNixpkgs      = nixeval.ArgNixpkgs
 	ArgBuilder      = "NIXOS2DOCKER_BUILDER"
-	ArgNixConfig    = "NIX_CONFIG"
+	ArgNixConfig    = nixeval.ArgNixConfig
 	ArgSubstituters = "NIXOS2DOCKER_SUBSTITUTERS"
 	ArgEpoch        = "SOURCE_DATE_EPOCH"
 )
