@@ -140,3 +140,23 @@ func TestBuilderStageBad(t *testing.T) {
 		})
 	}
 }
+
+// BUILDKIT_CACHE_MOUNT_NS (dockerui's CacheIDNamespace) gives a tenant a Nix
+// store cache of its own on a shared builder.
+func TestBuilderStageCacheNamespace(t *testing.T) {
+	b := testBuilder()
+	b.CacheNamespace = "team-a"
+	st, err := nix2llb.BuilderStage(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, m := range marshal(t, st).head.GetExec().Mounts {
+		if m.Dest == "/nix" {
+			if m.CacheOpt.ID != "team-a/nixos2docker-nix-aarch64-linux" {
+				t.Errorf("cache id %q, want the namespace's", m.CacheOpt.ID)
+			}
+			return
+		}
+	}
+	t.Error("no /nix cache mount")
+}
