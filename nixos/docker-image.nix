@@ -85,9 +85,9 @@ in
       };
 
       maxLayers = mkOption {
-        type = types.addCheck types.int (n: n >= 2) // {
+        type = types.addCheck types.int (n: n >= 2 && n <= 125) // {
           name = "maxLayers";
-          description = "integer, at least 2 (one layer for the root skeleton, at least one for the store)";
+          description = "integer, at least 2 (one layer for the root skeleton, at least one for the store) and at most 125 (Docker's overlay2 refuses deeper images)";
         };
         default = 125;
         description = ''

@@ -510,6 +510,7 @@ func TestBadInput(t *testing.T) {
 	}{
 		{"wrongType", []string{"virtualisation.dockerImage.maxLayers", "is not of type", "at least 2"}},
 		{"maxLayersTooSmall", []string{"virtualisation.dockerImage.maxLayers", "at least 2"}},
+		{"maxLayersTooMany", []string{"virtualisation.dockerImage.maxLayers", "at most 125"}},
 		{"badName", []string{"virtualisation.dockerImage.name", "Web App"}},
 		{"badPort", []string{"virtualisation.dockerImage.exposedPorts", "http"}},
 		{"nested", []string{"virtualisation.dockerVariant' is set inside `virtualisation.dockerVariant'"}},

@@ -49,8 +49,8 @@ let
   specLib = import ./image-spec-lib.nix;
 
   checked =
-    if !(builtins.isInt maxLayers) || maxLayers < 2 then
-      throw "nixos2docker image spec: maxLayers must be an integer >= 2 (one layer for the root skeleton, at least one for the store), got ${builtins.toJSON maxLayers}"
+    if !(builtins.isInt maxLayers) || maxLayers < 2 || maxLayers > 125 then
+      throw "nixos2docker image spec: maxLayers must be an integer from 2 (one layer for the root skeleton, at least one for the store) to 125 (Docker's overlay2 refuses deeper images), got ${builtins.toJSON maxLayers}"
     else if imageName == "" then
       throw "nixos2docker image spec: imageName must not be empty"
     else if imageTag == "" then

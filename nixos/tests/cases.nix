@@ -315,6 +315,9 @@ in
   maxLayersTooSmall =
     (eval { modules = [ { virtualisation.dockerImage.maxLayers = 1; } ]; })
     .config.virtualisation.dockerImage.maxLayers;
+  maxLayersTooMany =
+    (eval { modules = [ { virtualisation.dockerImage.maxLayers = 1000000000; } ]; })
+    .config.virtualisation.dockerImage.maxLayers;
   badPort =
     (eval { modules = [ { virtualisation.dockerImage.exposedPorts = [ "http" ]; } ]; })
     .config.virtualisation.dockerImage.exposedPorts;
