@@ -23,6 +23,7 @@ import (
 	"fmt"
 	"regexp"
 	"strings"
+	"unicode"
 )
 
 // Directive keys this parser knows.
@@ -116,7 +117,8 @@ func Parse(name string, data []byte, opts ...Option) (*File, error) {
 		opt(&o)
 	}
 	data = bytes.TrimPrefix(data, []byte{0xEF, 0xBB, 0xBF})
-	text := strings.ReplaceAll(string(data), "\r\n", "\n")
+	// CRLF (Windows) and CR alone (old Macs) end lines too.
+	text := strings.ReplaceAll(strings.ReplaceAll(string(data), "\r\n", "\n"), "\r", "\n")
 	lines := strings.Split(text, "\n")
 	if len(lines) > 0 && lines[len(lines)-1] == "" {
 		lines = lines[:len(lines)-1] // the final newline ends a line, it does not start one
@@ -146,7 +148,9 @@ func Parse(name string, data []byte, opts ...Option) (*File, error) {
 			end = i // an ordinary comment: the body starts here
 			break
 		}
-		key, value := strings.ToLower(m[1]), m[2]
+		// RE2's \s lacks \v and Unicode spaces (a no-break space pasted
+		// from a web page): trim those too.
+		key, value := strings.ToLower(m[1]), strings.TrimFunc(m[2], unicode.IsSpace)
 		if !isKnown(key) {
 			return nil, errAt(n, col, "unknown directive %q (known directives: %s); directives are the \"# key=value\" lines at the top of the file", m[1], strings.Join(knownKeys, ", "))
 		}
@@ -158,7 +162,7 @@ func Parse(name string, data []byte, opts ...Option) (*File, error) {
 		if first, dup := seen[key]; dup {
 			return nil, errAt(n, col, "duplicate %s directive (first on line %d)", key, first)
 		}
-		if key != KeySyntax && strings.ContainsAny(value, " \t") {
+		if key != KeySyntax && strings.IndexFunc(value, unicode.IsSpace) >= 0 {
 			return nil, errAt(n, valueCol, "malformed %s directive: %q contains spaces; expected one reference", key, value)
 		}
 		seen[key] = n

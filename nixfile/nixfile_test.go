@@ -22,6 +22,16 @@ func TestParseValid(t *testing.T) {
 			},
 		},
 		{
+			name: "a trailing no-break space is not part of the value",
+			in:   "# flake=.#web\u00a0\n",
+			want: File{Directives: []Directive{{"flake", ".#web", 1}}, Flake: ".#web"},
+		},
+		{
+			name: "CR-only line endings",
+			in:   "# flake=.#web\r{ }\r",
+			want: File{Directives: []Directive{{"flake", ".#web", 1}}, Flake: ".#web", Body: "{ }\n", BodyLine: 2},
+		},
+		{
 			name: "design example: flake, nixpkgs and a body",
 			in: "# syntax=example.com/nixos2docker:1\n# flake=.#web\n# nixpkgs=github:NixOS/nixpkgs/nixos-25.11\n" +
 				"{ pkgs, ... }: {\n  services.nginx.enable = true;\n}\n",
@@ -105,6 +115,9 @@ func TestParseErrors(t *testing.T) {
 		{"malformed: bare key", "#nixpkgs\n{}", 1, 2, "malformed nixpkgs directive"},
 		{"malformed: no value", "# flake=\n{}", 1, 3, "has no value"},
 		{"malformed: two refs", "# flake=.#web .#db\n", 1, 9, "contains spaces"},
+		{"a vertical tab is no value", "# flake=\v\n{}", 1, 3, "has no value"},
+		{"a no-break space inside", "# flake=.#web\u00a0.#db\n", 1, 9, "contains spaces"},
+		{"CR-only line endings", "# syntax=x\r# flake=.#web\r# flake=.#db\r", 3, 3, "duplicate flake directive"},
 		{"duplicate directive", "# flake=.#a\n# syntax=x\n# FLAKE=.#b\n", 3, 3, "duplicate flake directive (first on line 1)"},
 		{"directive after a blank line", "# syntax=x\n\n# flake=.#web\n", 3, 1, "flake directive after the directives ended on line 2"},
 		{"directive after the body started", "# syntax=x\n{ ... }: {\n}\n# nixpkgs=github:NixOS/nixpkgs\n", 4, 1, "nixpkgs directive after the body started on line 2"},
