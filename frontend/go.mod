@@ -27,7 +27,6 @@ require (
 	github.com/containerd/log/otel v0.1.0 // indirect
 	github.com/containerd/ttrpc v1.2.10 // indirect
 	github.com/containerd/typeurl/v2 v2.3.0 // indirect
-	github.com/distribution/reference v0.6.0 // indirect
 	github.com/docker/go-units v0.5.0 // indirect
 	github.com/felixge/httpsnoop v1.1.0 // indirect
 	github.com/go-logr/logr v1.4.4 // indirect
@@ -69,7 +68,10 @@ require (
 	google.golang.org/protobuf v1.36.12 // indirect
 )
 
-require github.com/nixos2docker/nixos2docker v0.0.0
+require (
+	github.com/distribution/reference v0.6.0
+	github.com/nixos2docker/nixos2docker v0.0.0
+)
 
 // The image side (spec, layering, archive, Nix evaluation plan) lives in the root module, which
 // Nix builds with nixpkgs' Go; this module adds BuildKit.

@@ -2,6 +2,8 @@ package frontend
 
 import (
 	"fmt"
+
+	"github.com/distribution/reference"
 	"strconv"
 	"strings"
 	"time"
@@ -50,6 +52,10 @@ func ParseOptions(args map[string]string) (Options, error) {
 	}
 	if o.Builder == "" {
 		o.Builder = DefaultBuilder
+	} else if _, err := reference.ParseNormalizedNamed(o.Builder); err != nil {
+		// Said here, naming the argument, rather than as "invalid
+		// reference format" when the LLB is marshalled.
+		return o, fmt.Errorf("build argument %s=%q: not an image reference: %w", ArgBuilder, o.Builder, err)
 	}
 	if v, ok := args[ArgSubstituters]; ok && strings.TrimSpace(v) != "" {
 		b, err := strconv.ParseBool(strings.TrimSpace(v))
