@@ -1,6 +1,8 @@
 package nix2llb_test
 
 import (
+	"bytes"
+	"context"
 	"strings"
 	"testing"
 
@@ -159,4 +161,16 @@ func TestBuilderStageCacheNamespace(t *testing.T) {
 		}
 	}
 	t.Error("no /nix cache mount")
+}
+
+// The LLB dump prints symlink actions (BuildKit's JSON prints them as {}).
+func TestDumpPrintsSymlinks(t *testing.T) {
+	st := llb.Scratch().File(llb.Mkdir("/bin", 0o755).Symlink("/nix/store/x-busybox/bin/sh", "/bin/sh"))
+	var b bytes.Buffer
+	if err := nix2llb.Dump(context.Background(), &b, st); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(b.String(), `"symlink":{"oldpath":"/nix/store/x-busybox/bin/sh","newpath":"/bin/sh"`) {
+		t.Errorf("dump:\n%s", b.String())
+	}
 }
