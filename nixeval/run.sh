@@ -108,12 +108,12 @@ build)
 	# Exactly the spec's closure, copied out of the store: a later step can
 	# only read what is in this stage's own filesystem (the store may be a
 	# cache mount, which is not part of the output). The list is Nix's own
-	# (the spec references every path it lists, and nothing else but its
-	# builder's, which the system has too), never one read from the
-	# document a derivation wrote; each entry is checked against the
-	# store-path grammar and handed to cp NUL-separated.
+	# (the spec references every path it lists; its builder's paths come
+	# along), never one read from the document a derivation wrote; each
+	# entry is checked against the store-path grammar and handed to cp
+	# NUL-separated.
 	nix-store --query --requisites "$spec" >"$tmp/requisites"
-	grep -Fxv "$spec" "$tmp/requisites" >"$tmp/closure"
+	grep -Fxv "$spec" "$tmp/requisites" >"$tmp/closure" || :
 	if grep -Ev '^/nix/store/[0123456789abcdfghijklmnpqrsvwxyz]{32}-[A-Za-z0-9+._?=-]+$' "$tmp/closure" >&2; then
 		say "the lines above are not store paths: refusing to copy them"
 		exit 1
