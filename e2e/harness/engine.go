@@ -217,6 +217,11 @@ func (e *Engine) dockerCommand(ctx context.Context, args ...string) *exec.Cmd {
 	return cmd
 }
 
+// Command is the engine's CLI with args, not started (for streaming its output).
+func (e *Engine) Command(ctx context.Context, args ...string) *exec.Cmd {
+	return e.dockerCommand(ctx, args...)
+}
+
 // Docker runs the docker CLI with args and returns its stdout; the error carries stderr.
 func (e *Engine) Docker(ctx context.Context, args ...string) (string, error) {
 	return e.DockerStdin(ctx, nil, args...)

@@ -134,8 +134,8 @@ func importToContainerd(ctx context.Context, t *testing.T, e *harness.Engine, im
 	}
 	t0 := time.Now()
 	pr, pw := io.Pipe()
-	save := exec.CommandContext(ctx, "docker", "save", img)
-	save.Env, save.Stdout = e.Env(), pw
+	save := e.Command(ctx, "save", img)
+	save.Stdout = pw
 	var saveErr bytes.Buffer
 	save.Stderr = &saveErr
 	if err := save.Start(); err != nil {
