@@ -10,8 +10,6 @@
 # daemon). The mirror is the Debian archive this machine's apt sources already use (override with
 # SID_MIRROR). The result is cached as a tarball under ${NIXOS2DOCKER_CACHE:-~/.cache/nixos2docker}/rootfs,
 # keyed by the sorted package list; the cache is optional (SID_ROOTFS_NO_CACHE=1 skips it).
-# SID_ARCH (a Debian architecture, e.g. arm64) makes a root of another architecture: debootstrap
-# and apt then run its binaries under the host's binfmt_misc emulation (qemu-user-static).
 # Progress goes to stderr. Must run as root. Mounts happen only inside a private mount namespace,
 # so nothing stays mounted whatever happens.
 
@@ -47,12 +45,7 @@ sid_rootfs() {
   local pkgs key cache tarball mirror t0
   pkgs=""
   [[ $# -gt 0 ]] && pkgs=$(printf '%s\n' "$@" | sort -u | tr '\n' ' ')
-  local arch=${SID_ARCH:-} arch_opt=()
   key=$(printf 'sid-minbase v1\n%s\n' "$pkgs" | sha256sum | cut -c1-16)
-  if [[ -n "$arch" && "$arch" != "$(dpkg --print-architecture)" ]]; then
-    arch_opt=(--arch "$arch")
-    key=$arch-$key
-  fi
   cache=${NIXOS2DOCKER_CACHE:-$HOME/.cache/nixos2docker}/rootfs
   tarball=$cache/sid-$key.tar
   mkdir -p "$dir"
@@ -63,8 +56,8 @@ sid_rootfs() {
   fi
   mirror=$(sid_rootfs_mirror)
   t0=$SECONDS
-  echo "sid_rootfs: debootstrap sid minbase ${arch:+($arch) }from $mirror into $dir (packages: ${pkgs:-none})" >&2
-  if ! debootstrap "${arch_opt[@]}" --variant=minbase sid "$dir" "$mirror" >"$dir.debootstrap.log" 2>&1; then
+  echo "sid_rootfs: debootstrap sid minbase from $mirror into $dir (packages: ${pkgs:-none})" >&2
+  if ! debootstrap --variant=minbase sid "$dir" "$mirror" >"$dir.debootstrap.log" 2>&1; then
     tail -n 30 "$dir.debootstrap.log" >&2
     [[ -f "$dir/debootstrap/debootstrap.log" ]] && tail -n 30 "$dir/debootstrap/debootstrap.log" >&2
     rm -f "$dir.debootstrap.log"
