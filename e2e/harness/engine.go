@@ -265,6 +265,9 @@ func (e *Engine) Ctr(ctx context.Context, stdin io.Reader, args ...string) (stri
 	return string(out), nil
 }
 
+// CLIName names the engine's CLI in messages: "docker", "podman", "podman-rootless".
+func (e *Engine) CLIName() string { return e.cliName() }
+
 // cliName names the CLI in errors.
 func (e *Engine) cliName() string {
 	if e.cli != nil {

@@ -103,6 +103,7 @@ func bootCase(ctx context.Context, t *testing.T, e *harness.Engine, engine, mode
 	record(t, r)
 	c := run(ctx, t, e, flags, img)
 	r.Boot = bootFigure(boot(ctx, t, c))
+	r.Cgroup = cgroupMount(ctx, c)
 	assertRunning(ctx, t, c)
 	logs := waitLog(ctx, c, regexp.MustCompile(regexp.QuoteMeta(helloLine)), 10*time.Second)
 	r.Logs = "boot + units"
@@ -208,4 +209,16 @@ func TestSystemdDockerUsernsRemap(t *testing.T) {
 			t.Errorf("left behind:\n%s\nafter: %s", diff, after)
 		}
 	})
+}
+
+// cgroupMountRe picks the mount options of /sys/fs/cgroup from /proc/self/mountinfo.
+var cgroupMountRe = regexp.MustCompile(`(?m)^\S+ \S+ \S+ \S+ /sys/fs/cgroup (r[ow])[, ]`)
+
+// cgroupMount says how /sys/fs/cgroup is mounted in the container: "ro", "rw" or "?".
+func cgroupMount(ctx context.Context, c *harness.Container) string {
+	out, _ := c.Exec(ctx, "cat", "/proc/self/mountinfo")
+	if m := cgroupMountRe.FindStringSubmatch(out); m != nil {
+		return m[1]
+	}
+	return "?"
 }

@@ -213,6 +213,9 @@ func ctrCase(ctx context.Context, t *testing.T, e *harness.Engine, ref, sig stri
 	}
 	// The spec is the one asked for: read-only cgroup2, its own cgroup namespace, Docker's caps.
 	if out, err := execIn(1002, "sh", "-c", "grep ' /sys/fs/cgroup ' /proc/self/mountinfo; grep CapEff /proc/1/status; cat /proc/1/cgroup"); err == nil {
+		if m := cgroupMountRe.FindStringSubmatch(out); m != nil {
+			r.Cgroup = m[1]
+		}
 		if !regexp.MustCompile(`/sys/fs/cgroup ro,.* - cgroup2 `).MatchString(out) || !strings.Contains(out, "CapEff:\t00000000a80425fb") || !strings.Contains(out, "0::/\n") {
 			t.Errorf("the ctr spec is not CRI-shaped (want cgroup2 read-only, CapEff 00000000a80425fb, PID 1 at its cgroup namespace's root):\n%s", out)
 		}

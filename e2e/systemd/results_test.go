@@ -21,6 +21,8 @@ type result struct {
 	Engine, Mode, Platform string
 	// Boot is the time from `run` to multi-user.target ("never" if not reached).
 	Boot string
+	// Cgroup is how /sys/fs/cgroup is mounted in the container: "ro" or "rw".
+	Cgroup string
 	// Logs says whether the engine's log command showed systemd's boot lines and a unit's output.
 	Logs string
 	// Stop is how the container was stopped and how long it took; Exit its exit code.
@@ -44,6 +46,7 @@ func record(t *testing.T, r *result) {
 		case r.Result == "":
 			r.Result = "ok"
 		}
+		t.Logf("row: %s | %s | %s | cgroup %s | boot %s | logs %s | %s | exit %s | %s", r.Engine, r.Mode, r.Platform, r.Cgroup, r.Boot, r.Logs, r.Stop, r.Exit, r.Result)
 		results.mu.Lock()
 		defer results.mu.Unlock()
 		results.rows = append(results.rows, *r)
@@ -69,9 +72,9 @@ func resultsTSV(rows []result) string {
 	})
 	clean := func(s string) string { return strings.NewReplacer("\t", " ", "\n", " ", "|", "/").Replace(s) }
 	var b strings.Builder
-	b.WriteString("engine\tmode\tplatform\tboot\tlogs\tstop\texit\tresult\n")
+	b.WriteString("engine\tmode\tplatform\tcgroup\tboot\tlogs\tstop\texit\tresult\n")
 	for _, r := range rows {
-		f := []string{r.Engine, r.Mode, r.Platform, r.Boot, r.Logs, r.Stop, r.Exit, r.Result}
+		f := []string{r.Engine, r.Mode, r.Platform, r.Cgroup, r.Boot, r.Logs, r.Stop, r.Exit, r.Result}
 		for i := range f {
 			if f[i] = clean(f[i]); f[i] == "" {
 				f[i] = "-"
@@ -103,9 +106,9 @@ func TestResultsTSV(t *testing.T) {
 		{Engine: "podman", Mode: "b", Platform: "linux/amd64", Boot: "1 s", Result: "ok"},
 		{Engine: "docker", Mode: "a|x", Platform: "linux/amd64", Stop: "0.3 s\tTERM", Result: "FAIL"},
 	})
-	want := "engine\tmode\tplatform\tboot\tlogs\tstop\texit\tresult\n" +
-		"docker\ta/x\tlinux/amd64\t-\t-\t0.3 s TERM\t-\tFAIL\n" +
-		"podman\tb\tlinux/amd64\t1 s\t-\t-\t-\tok\n"
+	want := "engine\tmode\tplatform\tcgroup\tboot\tlogs\tstop\texit\tresult\n" +
+		"docker\ta/x\tlinux/amd64\t-\t-\t-\t0.3 s TERM\t-\tFAIL\n" +
+		"podman\tb\tlinux/amd64\t-\t1 s\t-\t-\t-\tok\n"
 	if got != want {
 		t.Errorf("resultsTSV:\n%s\nwant:\n%s", got, want)
 	}

@@ -143,7 +143,7 @@ func TestSystemdInDocker(t *testing.T) {
 				if out, _ := c.Logs(ctx); strings.TrimSpace(out) != "" {
 					logs = "some"
 				}
-				record(t, &result{Engine: "docker", Mode: "--tmpfs ×3, stock systemd 262 (reference)", Platform: "linux/amd64",
+				record(t, &result{Engine: "docker", Mode: "--tmpfs ×3, stock systemd 262 (reference)", Platform: "linux/amd64", Cgroup: "ro",
 					Boot: "never (exits " + secs(st.FinishedAt.Sub(st.StartedAt)) + " after start)", Logs: logs, Stop: "-", Exit: f.exit,
 					Result: "fails, as expected without the patches"})
 				t.Logf("stock systemd exited with %d, output:\n%s", st.ExitCode, c.LogTail(ctx, 50))
@@ -351,7 +351,7 @@ func TestSystemdInDocker(t *testing.T) {
 
 // figureResult is README's row for a patched-image figure of this test.
 func figureResult(f figure, booted bool) *result {
-	r := &result{Engine: "docker", Mode: "--tmpfs ×3", Platform: "linux/amd64", Boot: bootFigure(f.boot), Logs: "boot + units", Exit: f.exit}
+	r := &result{Engine: "docker", Mode: "--tmpfs ×3", Platform: "linux/amd64", Cgroup: "ro", Boot: bootFigure(f.boot), Logs: "boot + units", Exit: f.exit}
 	if !booted {
 		r.Logs = "-"
 	}
@@ -371,7 +371,7 @@ func run(ctx context.Context, t *testing.T, e *harness.Engine, flags []string, i
 	}
 	c.Cleanup(t)
 	c.Follow(ctx)
-	t.Logf("container %s: docker run -d %s %s %s", c.Short(), strings.Join(flags, " "), image, strings.Join(args, " "))
+	t.Logf("container %s: %s run -d %s %s %s", c.Short(), e.CLIName(), strings.Join(flags, " "), image, strings.Join(args, " "))
 	return c
 }
 
