@@ -236,6 +236,15 @@ func ctrCase(ctx context.Context, t *testing.T, e *harness.Engine, ref, sig stri
 	}
 	killArgs := []string{"task", "kill"}
 	how := "kill (image stop signal)"
+	if sig == "" {
+		// ctr run records the image's STOPSIGNAL as a label, which `ctr task kill` sends, as the
+		// CRI's StopContainer does.
+		info, err := ctr("containers", "info", id)
+		if err != nil || !strings.Contains(info, `"io.containerd.image.config.stop-signal": "`+imageStopSig+`"`) {
+			t.Errorf("the container's stop-signal label is not %s (%v):\n%s", imageStopSig, err, harness.TailLines(info, 40))
+		}
+		how = "kill (image's " + imageStopSig + ")"
+	}
 	if sig != "" {
 		killArgs, how = append(killArgs, "-s", sig), "kill "+sig
 	}
