@@ -181,7 +181,10 @@ func ctrCase(ctx context.Context, t *testing.T, e *harness.Engine, ref, sig stri
 		// Under the engine's cgroup subtree (ctr's default is /<namespace>/<id> at the root).
 		"--cgroup", e.Cgroup + "/" + id,
 		// A new cgroup namespace: the CRI's on cgroup v2 (ctr's default spec has none).
-		"--with-ns", "cgroup:"}
+		"--with-ns", "cgroup:",
+		// No CPU weight: ctr sets 1024 by default and this machine's cgroup2 has no cpu
+		// controller (a kubelet sets a weight from the pod's requests on nodes that have one).
+		"--cpu-shares", "0"}
 	for _, p := range kubeMountPaths {
 		args = append(args, "--mount", "type=tmpfs,src=tmpfs,dst="+p+",options=rw:nosuid:nodev:mode=0777")
 	}
