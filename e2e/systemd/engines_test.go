@@ -199,6 +199,10 @@ func TestSystemdDockerUsernsRemap(t *testing.T) {
 			t.Errorf("PID 1's uid_map %q: want container root mapped to a non-zero host UID", strings.TrimSpace(out))
 		}
 		t.Logf("uid_map: %s", strings.TrimSpace(out))
+		// The cgroup2 mount is rw in a user namespace: whether systemd could use it shows in
+		// where PID 1 is (init.scope: it could) and who owns the container's cgroup.
+		cg, _ := c.Exec(ctx, "sh", "-c", "cat /proc/1/cgroup; stat -c '%U %a %n' /sys/fs/cgroup /sys/fs/cgroup/cgroup.procs")
+		t.Logf("cgroup in the container:\n%s", cg)
 	})
 	t.Run("no-leftovers", func(t *testing.T) {
 		after, diff, err := e.WaitNoLeftovers(ctx, before, 15*time.Second)
