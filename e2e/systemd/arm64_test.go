@@ -91,9 +91,14 @@ func TestToyArm64Emulated(t *testing.T) {
 		if out, err := c.Exec(ctx, "busybox", "uname", "-m"); err != nil || strings.TrimSpace(out) != "aarch64" {
 			t.Errorf("busybox uname -m in the container: %q, %v; want aarch64", strings.TrimSpace(out), err)
 		}
+		sig, err := e.Docker(ctx, "image", "inspect", "--format", "{{.Config.StopSignal}}", img)
+		if err != nil {
+			t.Fatal(err)
+		}
+		sig = strings.TrimSpace(sig)
 		stop, exit := stopAndWait(ctx, t, c, "", true)
 		if f := strings.Fields(stop); len(f) == 3 {
-			stop = "stop " + f[2] + ", " + f[0] + " " + f[1]
+			stop = "stop " + sig + ", " + f[0] + " " + f[1]
 		}
 		r.Stop, r.Exit = stop, exit
 		if logs, _ := c.Logs(ctx); !toyStoppingRe.MatchString(logs) {
