@@ -90,8 +90,8 @@ func TestSystemdKubernetesShaped(t *testing.T) {
 	})
 
 	// containerd's own client with a spec shaped like the CRI's: containerd's default spec
-	// (Docker's 14 capabilities, masked and read-only /proc paths, cgroup2 mounted read-only), a
-	// private cgroup namespace (what the CRI adds on a cgroup-v2 node), the pod's mounts, the
+	// (Docker's 14 capabilities, masked and read-only /proc paths), what the CRI adds on a
+	// cgroup-v2 node (cgroup2 mounted read-only, a private cgroup namespace), the pod's mounts, the
 	// image's stop signal for the stop and SIGTERM for a runtime that ignores it.
 	t.Run("ctr-cri-shaped", func(t *testing.T) {
 		ref := importToContainerd(ctx, t, e, img)
@@ -184,7 +184,10 @@ func ctrCase(ctx context.Context, t *testing.T, e *harness.Engine, ref, sig stri
 		"--with-ns", "cgroup:",
 		// No CPU weight: ctr sets 1024 by default and this machine's cgroup2 has no cpu
 		// controller (a kubelet sets a weight from the pod's requests on nodes that have one).
-		"--cpu-shares", "0"}
+		"--cpu-shares", "0",
+		// The CRI adds this mount (containerd's default spec has none): cgroupfs read-only, which
+		// runc makes a cgroup2 mount on a cgroup-v2 node.
+		"--mount", "type=cgroup,src=cgroup,dst=/sys/fs/cgroup,options=ro:nosuid:noexec:nodev"}
 	for _, p := range kubeMountPaths {
 		args = append(args, "--mount", "type=tmpfs,src=tmpfs,dst="+p+",options=rw:nosuid:nodev:mode=0777")
 	}
