@@ -1,5 +1,7 @@
-// Package harness drives the real Docker engine of hack/docker-engine from Go tests: it brings
-// the engine up and down, runs, inspects, stops and removes containers through the docker CLI,
+// Package harness drives the real container engines of hack/docker-engine and hack/podman-engine
+// from Go tests: it brings an engine up and down, runs, inspects, stops and removes containers
+// through its CLI (docker, or podman as root or as a plain user: the subcommands the tests use
+// take the same flags and print the same fields),
 // accounts for leftovers (containers, processes, cgroups, mounts) before and after a test, and
 // prints a container's last output lines when a test fails. The systemd e2e (e2e/systemd) and
 // the BuildKit integration tests share it, so both talk to the same engine the same way.
@@ -18,15 +20,23 @@ import (
 	"strings"
 )
 
-// Engine is a running hack/docker-engine instance.
+// Engine is a running hack/docker-engine or hack/podman-engine instance.
 type Engine struct {
-	// Host is the DOCKER_HOST value that reaches the engine (unix://...).
+	// Name says which engine and mode: "docker", "podman", "podman-rootless".
+	Name string
+	// Host is the DOCKER_HOST value that reaches a Docker engine (unix://...); empty for podman.
 	Host string
-	// Root, RunDir, Cgroup and Cgroup2Root are the engine's paths as hack/docker-engine reports them.
+	// Root, RunDir, Cgroup and Cgroup2Root are the engine's paths as its script reports them.
 	Root, RunDir, Cgroup, Cgroup2Root string
 
 	repo    string
-	started bool // this process brought the engine up, so Stop takes it down
+	script  string   // hack/<script>: docker-engine or podman-engine
+	env     []string // extra environment of the script (NIXOS2DOCKER_ENGINE_VARIANT=…)
+	cli     []string // the CLI's command line before its arguments; nil: docker with Env()
+	started bool     // this process brought the engine up, so Stop takes it down
+	// keepCgroups are cgroups (relative to Cgroup2Root) the engine makes once and keeps, so
+	// Snapshot does not count them.
+	keepCgroups []string
 }
 
 // RepoRoot finds the repository root (the directory holding hack/docker-engine) from the
@@ -50,7 +60,16 @@ func RepoRoot() (string, error) {
 
 // script runs hack/docker-engine with args; stderr (its progress) goes to progress if not nil.
 func script(ctx context.Context, repo string, progress io.Writer, args ...string) (string, error) {
-	cmd := exec.CommandContext(ctx, filepath.Join(repo, "hack", "docker-engine"), args...)
+	return runScript(ctx, repo, "docker-engine", nil, progress, args...)
+}
+
+// runScript runs hack/NAME with args and env added to the environment; stderr (its progress)
+// goes to progress if not nil.
+func runScript(ctx context.Context, repo, name string, env []string, progress io.Writer, args ...string) (string, error) {
+	cmd := exec.CommandContext(ctx, filepath.Join(repo, "hack", name), args...)
+	if env != nil {
+		cmd.Env = append(os.Environ(), env...)
+	}
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr
 	if progress != nil {
@@ -58,7 +77,7 @@ func script(ctx context.Context, repo string, progress io.Writer, args ...string
 	}
 	out, err := cmd.Output()
 	if err != nil {
-		return string(out), fmt.Errorf("hack/docker-engine %s: %w\n%s", strings.Join(args, " "), err, TailLines(stderr.String(), 50))
+		return string(out), fmt.Errorf("hack/%s %s: %w\n%s", name, strings.Join(args, " "), err, TailLines(stderr.String(), 50))
 	}
 	return string(out), nil
 }
@@ -77,13 +96,22 @@ func parseKV(s string) map[string]string {
 // StartEngine brings the engine up (idempotent: an engine already running is reused and then
 // left running by Stop). Progress of the script goes to progress (may be nil).
 func StartEngine(ctx context.Context, progress io.Writer) (*Engine, error) {
+	return StartEngineVariant(ctx, progress, "")
+}
+
+// StartEngineVariant is StartEngine for a variant of hack/docker-engine ("userns": a second
+// engine with dockerd --userns-remap=default); "" is the default engine.
+func StartEngineVariant(ctx context.Context, progress io.Writer, variant string) (*Engine, error) {
 	repo, err := RepoRoot()
 	if err != nil {
 		return nil, err
 	}
-	e := &Engine{repo: repo}
-	_, statusErr := script(ctx, repo, nil, "status")
-	out, err := script(ctx, repo, progress, "up")
+	e := &Engine{Name: "docker", repo: repo, script: "docker-engine"}
+	if variant != "" {
+		e.Name, e.env = "docker "+variant, []string{"NIXOS2DOCKER_ENGINE_VARIANT=" + variant}
+	}
+	_, statusErr := runScript(ctx, repo, e.script, e.env, nil, "status")
+	out, err := runScript(ctx, repo, e.script, e.env, progress, "up")
 	if err != nil {
 		return nil, err
 	}
@@ -92,13 +120,54 @@ func StartEngine(ctx context.Context, progress io.Writer) (*Engine, error) {
 	if !strings.HasPrefix(e.Host, "unix://") {
 		return nil, fmt.Errorf("hack/docker-engine up printed no DOCKER_HOST line: %q", out)
 	}
-	paths, err := script(ctx, repo, nil, "paths")
+	paths, err := runScript(ctx, repo, e.script, e.env, nil, "paths")
 	if err != nil {
 		return nil, err
 	}
 	kv := parseKV(paths)
 	e.Root, e.RunDir, e.Cgroup, e.Cgroup2Root = kv["ENGINE_ROOT"], kv["ENGINE_RUN"], kv["ENGINE_CGROUP"], kv["CGROUP2_ROOT"]
 	return e, nil
+}
+
+// StartPodman sets hack/podman-engine up (idempotent, like StartEngine) and returns the engine
+// driven as root, or as its plain user n2d (rootless podman) if rootless.
+func StartPodman(ctx context.Context, progress io.Writer, rootless bool) (*Engine, error) {
+	repo, err := RepoRoot()
+	if err != nil {
+		return nil, err
+	}
+	e := &Engine{Name: "podman", repo: repo, script: "podman-engine", keepCgroups: []string{"/libpod_parent", "/libpod_parent/conmon"}}
+	sub := "podman"
+	if rootless {
+		e.Name, sub = "podman-rootless", "podman-rootless"
+	}
+	e.cli = []string{filepath.Join(repo, "hack", "podman-engine"), sub}
+	_, statusErr := runScript(ctx, repo, e.script, nil, nil, "status")
+	if _, err := runScript(ctx, repo, e.script, nil, progress, "up"); err != nil {
+		return nil, err
+	}
+	e.started = statusErr != nil
+	paths, err := runScript(ctx, repo, e.script, nil, nil, "paths")
+	if err != nil {
+		return nil, err
+	}
+	kv := parseKV(paths)
+	e.Root, e.RunDir, e.Cgroup, e.Cgroup2Root = kv["ENGINE_ROOT"], kv["ENGINE_RUN"], kv["ENGINE_CGROUP"], kv["CGROUP2_ROOT"]
+	for i, c := range e.keepCgroups {
+		e.keepCgroups[i] = e.Cgroup + c
+	}
+	return e, nil
+}
+
+// Rootless is the podman engine e driven as its plain user n2d (rootless podman): same
+// namespaces and cgroup, the user's own storage and containers. Stop and Down of either take
+// the whole engine down.
+func (e *Engine) Rootless() *Engine {
+	r := *e
+	r.Name = "podman-rootless"
+	r.cli = []string{e.cli[0], "podman-rootless"}
+	r.started = false
+	return &r
 }
 
 // Started says whether this process brought the engine up (and Stop will take it down).
@@ -110,13 +179,13 @@ func (e *Engine) Stop(ctx context.Context, progress io.Writer) error {
 	if !e.started {
 		return nil
 	}
-	_, err := script(ctx, e.repo, progress, "down")
+	_, err := runScript(ctx, e.repo, e.script, e.env, progress, "down")
 	return err
 }
 
 // Down takes the engine down whoever started it.
 func (e *Engine) Down(ctx context.Context, progress io.Writer) error {
-	_, err := script(ctx, e.repo, progress, "down")
+	_, err := runScript(ctx, e.repo, e.script, e.env, progress, "down")
 	return err
 }
 
@@ -132,9 +201,12 @@ func (e *Engine) Env() []string {
 	return append(env, "DOCKER_HOST="+e.Host)
 }
 
-// dockerCommand is the docker CLI against the engine: the host's CLI when there is one,
-// otherwise the engine's own through hack/docker-engine docker.
+// dockerCommand is the engine's CLI: podman through hack/podman-engine; for Docker, the host's
+// CLI when there is one, otherwise the engine's own through hack/docker-engine docker.
 func (e *Engine) dockerCommand(ctx context.Context, args ...string) *exec.Cmd {
+	if e.cli != nil {
+		return exec.CommandContext(ctx, e.cli[0], append(append([]string{}, e.cli[1:]...), args...)...)
+	}
 	var cmd *exec.Cmd
 	if _, err := exec.LookPath("docker"); err == nil {
 		cmd = exec.CommandContext(ctx, "docker", args...)
@@ -143,6 +215,11 @@ func (e *Engine) dockerCommand(ctx context.Context, args ...string) *exec.Cmd {
 	}
 	cmd.Env = e.Env()
 	return cmd
+}
+
+// Command is the engine's CLI with args, not started (for streaming its output).
+func (e *Engine) Command(ctx context.Context, args ...string) *exec.Cmd {
+	return e.dockerCommand(ctx, args...)
 }
 
 // Docker runs the docker CLI with args and returns its stdout; the error carries stderr.
@@ -158,7 +235,7 @@ func (e *Engine) DockerStdin(ctx context.Context, stdin io.Reader, args ...strin
 	cmd.Stderr = &stderr
 	out, err := cmd.Output()
 	if err != nil {
-		return string(out), fmt.Errorf("docker %s: %w: %s", shortArgs(args), err, strings.TrimSpace(stderr.String()))
+		return string(out), fmt.Errorf("%s %s: %w: %s", e.cliName(), shortArgs(args), err, strings.TrimSpace(stderr.String()))
 	}
 	return string(out), nil
 }
@@ -169,14 +246,39 @@ func (e *Engine) DockerCombined(ctx context.Context, args ...string) (string, er
 	cmd := e.dockerCommand(ctx, args...)
 	out, err := cmd.CombinedOutput()
 	if err != nil {
-		return string(out), fmt.Errorf("docker %s: %w: %s", shortArgs(args), err, TailLines(string(out), 5))
+		return string(out), fmt.Errorf("%s %s: %w: %s", e.cliName(), shortArgs(args), err, TailLines(string(out), 5))
 	}
 	return string(out), nil
 }
 
+// Ctr runs containerd's own client (ctr) against the Docker engine's containerd, with stdin if
+// not nil, and returns its stdout and stderr interleaved; a non-zero exit is an error (carrying
+// the exit code as an *exec.ExitError).
+func (e *Engine) Ctr(ctx context.Context, stdin io.Reader, args ...string) (string, error) {
+	cmd := exec.CommandContext(ctx, filepath.Join(e.repo, "hack", "docker-engine"), append([]string{"ctr"}, args...)...)
+	cmd.Env = append(os.Environ(), e.env...)
+	cmd.Stdin = stdin
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		return string(out), fmt.Errorf("ctr %s: %w: %s", shortArgs(args), err, TailLines(string(out), 5))
+	}
+	return string(out), nil
+}
+
+// CLIName names the engine's CLI in messages: "docker", "podman", "podman-rootless".
+func (e *Engine) CLIName() string { return e.cliName() }
+
+// cliName names the CLI in errors.
+func (e *Engine) cliName() string {
+	if e.cli != nil {
+		return e.Name
+	}
+	return "docker"
+}
+
 // ExecNet runs a command in the daemon's network namespace, where published ports are.
 func (e *Engine) ExecNet(ctx context.Context, args ...string) (string, error) {
-	return script(ctx, e.repo, nil, append([]string{"exec-net"}, args...)...)
+	return runScript(ctx, e.repo, e.script, e.env, nil, append([]string{"exec-net"}, args...)...)
 }
 
 func shortArgs(args []string) string {

@@ -66,7 +66,7 @@ func (e *Engine) cgroupContents() (procs, cgroups []string, err error) {
 		if !d.IsDir() {
 			return nil
 		}
-		if path != top && path != filepath.Join(top, "daemons") {
+		if path != top && path != filepath.Join(top, "daemons") && !slices.Contains(e.keepCgroups, strings.TrimPrefix(path, e.Cgroup2Root)) {
 			cgroups = append(cgroups, strings.TrimPrefix(path, e.Cgroup2Root))
 		}
 		// cgroup.procs reports size 0: read it to the end.
@@ -77,7 +77,8 @@ func (e *Engine) cgroupContents() (procs, cgroups []string, err error) {
 		for _, pid := range strings.Fields(string(data)) {
 			comm, _ := os.ReadFile("/proc/" + pid + "/comm")
 			name := strings.TrimSpace(string(comm))
-			if name == "dockerd" || name == "containerd" {
+			// The daemons, and podman-engine's namespace holder.
+			if name == "dockerd" || name == "containerd" || (name == "sleep" && e.script == "podman-engine") {
 				continue
 			}
 			procs = append(procs, pid+" "+name)
@@ -158,10 +159,10 @@ func (e *Engine) WaitNoLeftovers(ctx context.Context, before Snapshot, timeout t
 	}
 }
 
-// Leftovers runs `hack/docker-engine leftovers` after the engine is down: it returns what of the
+// Leftovers runs `hack/docker-engine leftovers` (or podman-engine's) after the engine is down: it returns what of the
 // engine still exists (processes, cgroups, socket, host mounts), empty if nothing.
 func (e *Engine) Leftovers(ctx context.Context) (string, error) {
-	out, err := script(ctx, e.repo, nil, "leftovers")
+	out, err := runScript(ctx, e.repo, e.script, e.env, nil, "leftovers")
 	if err != nil && strings.TrimSpace(out) == "" {
 		return "", err
 	}

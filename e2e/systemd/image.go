@@ -139,7 +139,8 @@ func buildImage(ctx context.Context, e *harness.Engine, tarPath, name string) (r
 	// Images of earlier root filesystems would pile up in the engine's cached data-root.
 	if out, err := e.Docker(ctx, "images", "--format", "{{.Repository}}:{{.Tag}}", imageRepoBase+name); err == nil {
 		for _, old := range strings.Fields(out) {
-			if old != ref {
+			// podman names unqualified images localhost/NAME.
+			if strings.TrimPrefix(old, "localhost/") != ref {
 				_, _ = e.Docker(ctx, "rmi", old)
 			}
 		}

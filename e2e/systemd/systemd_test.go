@@ -139,6 +139,13 @@ func TestSystemdInDocker(t *testing.T) {
 			} else {
 				f.boot = fmt.Sprintf("never: exited %s after start", secs(st.FinishedAt.Sub(st.StartedAt)))
 				f.exit = fmt.Sprint(st.ExitCode)
+				logs := "none"
+				if out, _ := c.Logs(ctx); strings.TrimSpace(out) != "" {
+					logs = "some"
+				}
+				record(t, &result{Engine: "docker", Mode: "--tmpfs ×3, stock systemd 262 (reference)", Platform: "linux/amd64", Cgroup: "ro",
+					Boot: "never (exits " + secs(st.FinishedAt.Sub(st.StartedAt)) + " after start)", Logs: logs, Stop: "-", Exit: f.exit,
+					Result: "fails, as expected without the patches"})
 				t.Logf("stock systemd exited with %d, output:\n%s", st.ExitCode, c.LogTail(ctx, 50))
 			}
 		})
@@ -278,6 +285,7 @@ func TestSystemdInDocker(t *testing.T) {
 			f.boot, f.exit = "never", fmt.Sprint(st.ExitCode)
 		}
 		figs.add(f)
+		record(t, figureResult(f, booted))
 
 		t.Run("stop-with-sigterm", func(t *testing.T) {
 			f := figure{image: "patched", mode: "--tmpfs ×3 only"}
@@ -287,6 +295,7 @@ func TestSystemdInDocker(t *testing.T) {
 			f.boot = boot(ctx, t, c)
 			f.stop, f.exit = stopAndWait(ctx, t, c, "SIGTERM", true)
 			assertUnitsStopped(ctx, t, c)
+			record(t, figureResult(f, true))
 		})
 		t.Run("writable-cgroups-own-cgroups", func(t *testing.T) {
 			f := figure{image: "patched", mode: "writable cgroups"}
@@ -340,6 +349,18 @@ func TestSystemdInDocker(t *testing.T) {
 	})
 }
 
+// figureResult is README's row for a patched-image figure of this test.
+func figureResult(f figure, booted bool) *result {
+	r := &result{Engine: "docker", Mode: "--tmpfs ×3", Platform: "linux/amd64", Cgroup: "ro", Boot: bootFigure(f.boot), Logs: "boot + units", Exit: f.exit}
+	if !booted {
+		r.Logs = "-"
+	}
+	if p := strings.Fields(f.stop); len(p) == 3 {
+		r.Stop = "stop " + p[2] + ", " + p[0] + " " + p[1]
+	}
+	return r
+}
+
 // run starts a container, follows its output and registers its removal (with its last 50 lines
 // printed if the test failed) on t.
 func run(ctx context.Context, t *testing.T, e *harness.Engine, flags []string, image string, args ...string) *harness.Container {
@@ -350,7 +371,7 @@ func run(ctx context.Context, t *testing.T, e *harness.Engine, flags []string, i
 	}
 	c.Cleanup(t)
 	c.Follow(ctx)
-	t.Logf("container %s: docker run -d %s %s %s", c.Short(), strings.Join(flags, " "), image, strings.Join(args, " "))
+	t.Logf("container %s: %s run -d %s %s %s", c.Short(), e.CLIName(), strings.Join(flags, " "), image, strings.Join(args, " "))
 	return c
 }
 
