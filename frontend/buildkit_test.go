@@ -7,6 +7,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -18,6 +19,8 @@ import (
 	"github.com/moby/buildkit/frontend/subrequests/targets"
 	"github.com/moby/buildkit/session/secrets/secretsprovider"
 	"github.com/moby/buildkit/solver/errdefs"
+	"github.com/moby/buildkit/solver/pb"
+	"github.com/moby/buildkit/util/apicaps"
 	dockerspec "github.com/moby/docker-image-spec/specs-go/v1"
 	"github.com/nixos2docker/nixos2docker/internal/ocitest"
 	"github.com/nixos2docker/nixos2docker/internal/testenv"
@@ -59,6 +62,23 @@ type kitBuild struct {
 	cacheDest string
 	// inspect, when set, sees the frontend's result inside the build.
 	inspect func(*gwclient.Result) error
+	// caps, when set, are the LLB capabilities the frontend is told the
+	// builder has, instead of the real buildkitd's.
+	caps *apicaps.CapSet
+}
+
+// capsClient is a gateway client that announces other LLB capabilities than
+// its builder's: on the real buildkitd it stands for a builder that refuses
+// some (Docker's classic image store refuses MergeOp).
+type capsClient struct {
+	gwclient.Client
+	caps apicaps.CapSet
+}
+
+func (c capsClient) BuildOpts() gwclient.BuildOpts {
+	o := c.Client.BuildOpts()
+	o.LLBCaps = c.caps
+	return o
 }
 
 type kitResult struct {
@@ -67,6 +87,8 @@ type kitResult struct {
 	// made are the vertices that ran rather than came from the cache.
 	made []string
 	logs string
+	// warnings are the build's warnings (the frontend's, located in the file).
+	warnings []*client.VertexWarning
 }
 
 func solveKit(ctx context.Context, t *testing.T, b kitBuild) (*kitResult, error) {
@@ -142,6 +164,7 @@ func solveKit(ctx context.Context, t *testing.T, b kitBuild) (*kitResult, error)
 			for _, l := range s.Logs {
 				logs.Write(l.Data)
 			}
+			res.warnings = append(res.warnings, s.Warnings...)
 		}
 		res.logs = logs.String()
 		for _, v := range seen {
@@ -151,9 +174,15 @@ func solveKit(ctx context.Context, t *testing.T, b kitBuild) (*kitResult, error)
 		}
 	}()
 	build := Build
-	if b.inspect != nil {
+	if b.caps != nil {
 		build = func(ctx context.Context, c gwclient.Client) (*gwclient.Result, error) {
-			res, err := Build(ctx, c)
+			return Build(ctx, capsClient{Client: c, caps: *b.caps})
+		}
+	}
+	if b.inspect != nil {
+		inner := build
+		build = func(ctx context.Context, c gwclient.Client) (*gwclient.Result, error) {
+			res, err := inner(ctx, c)
 			if err != nil {
 				return nil, err
 			}
@@ -665,4 +694,130 @@ func readBlobs(t *testing.T, p string) map[string][]byte {
 		t.Fatal(err)
 	}
 	return files
+}
+
+// layerIndex is the 1-based index of a layer step's progress name ("layer
+// 3/5: …"), 0 for other steps.
+func layerIndex(name string) int {
+	var i, n int
+	if _, err := fmt.Sscanf(name, "layer %d/%d", &i, &n); err != nil {
+		return 0
+	}
+	return i
+}
+
+// On a builder without MergeOp the frontend stacks the same layers: the same
+// files in the same layers with the same config, a warning at the `# syntax=`
+// line saying what that costs, and, after a change, every layer from the
+// lowest changed one up re-created.
+func TestBuildKitStacked(t *testing.T) {
+	buildkitHost(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	dir := toyContext(t)
+	noMerge := capsWithout(classicStoreReason, pb.CapMergeOp)
+	tmp := t.TempDir()
+	build := func(name string, caps *apicaps.CapSet) (*kitResult, *ocitest.Image) {
+		oci := filepath.Join(tmp, name+".tar")
+		res, err := solveKit(ctx, t, kitBuild{file: toyFile, ctxDir: dir, ociDest: oci, caps: caps,
+			attrs: map[string]string{"build-arg:" + ArgEpoch: "1700000000"}})
+		if err != nil {
+			t.Fatalf("%s build: %v\nlogs:\n%s", name, err, res.logs)
+		}
+		img, err := ocitest.ReadFile(oci)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return res, img
+	}
+	mres, merged := build("merged", nil)
+	sres, stacked := build("stacked", &noMerge)
+
+	// The line that says which layering was taken: the merge step's name,
+	// or the warning.
+	hasMerge := func(r *kitResult) bool {
+		return slices.ContainsFunc(r.names, func(n string) bool { return strings.HasPrefix(n, "merge ") })
+	}
+	if !hasMerge(mres) || len(mres.warnings) != 0 {
+		t.Errorf("merged build: steps %q, %d warnings: want a merge step, no warning", mres.names, len(mres.warnings))
+	}
+	if hasMerge(sres) {
+		t.Errorf("stacked build has a merge step: %q", sres.names)
+	}
+	if len(sres.warnings) != 1 {
+		t.Fatalf("stacked build: %d warnings, want 1", len(sres.warnings))
+	}
+	w := sres.warnings[0]
+	t.Logf("warning: %s", w.Short)
+	if !strings.Contains(string(w.Short), "layers stacked") || !strings.Contains(string(w.Short), "re-creates every layer above it") {
+		t.Errorf("warning %q does not say what was taken and what it costs", w.Short)
+	}
+	if len(w.Range) != 1 || w.Range[0].Start.Line != 1 || w.SourceInfo == nil || w.SourceInfo.Filename != "image.nix2docker" {
+		t.Errorf("warning not located at the # syntax= line: %+v %+v", w.Range, w.SourceInfo)
+	}
+
+	for _, d := range ocitest.Compare(merged, stacked, ocitest.Leeway{NoopDirs: true}) {
+		t.Errorf("stacked differs from merged: %s", d)
+	}
+	t.Logf("%d layers, the same in both layerings", len(stacked.Layers))
+
+	// A change re-creates the layers holding it and every layer above.
+	if err := os.WriteFile(filepath.Join(dir, "examples/toy/message.txt"), []byte("changed "+time.Now().String()), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	again, changed := build("stacked-changed", &noMerge)
+	var made []int
+	for _, n := range again.made {
+		if i := layerIndex(n); i > 0 {
+			made = append(made, i)
+		}
+	}
+	slices.Sort(made)
+	lowest := 0
+	for i := range stacked.Layers {
+		if !slices.Equal(ocitest.Lines(stacked.Layers[i].Entries), ocitest.Lines(changed.Layers[i].Entries)) {
+			lowest = i + 1
+			break
+		}
+	}
+	if lowest == 0 {
+		t.Fatal("the change changed no layer")
+	}
+	want := []int{}
+	for i := lowest; i <= len(changed.Layers); i++ {
+		want = append(want, i)
+	}
+	if !slices.Equal(made, want) {
+		t.Errorf("after a change in layer %d, layers %v were re-created, want %v (%q)", lowest, made, want, again.made)
+	}
+	t.Logf("a change in layer %d/%d re-created layers %v", lowest, len(changed.Layers), made)
+}
+
+// A builder that can make the layers neither way fails before the Nix step,
+// located at the `# syntax=` line, saying what to do. (Which capability is
+// missing matters little: any BuildKit dockerui runs on has what stacking
+// needs, so this stands for a builder older than that, short of the file op
+// itself, which dockerui checks first.)
+func TestBuildKitNoLayering(t *testing.T) {
+	buildkitHost(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	old := capsWithout("test: an old builder", pb.CapMergeOp, pb.CapMetaDescription)
+	res, err := solveKit(ctx, t, kitBuild{file: "# flake=.?dir=examples/toy#toy\n# syntax=x\n", caps: &old})
+	if err == nil {
+		t.Fatal("built without MergeOp and file ops")
+	}
+	for _, want := range []string{"image.nix2docker:2:1: this builder cannot make the image's layers", "docker buildx create --use", "containerd-snapshotter"} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("error %q lacks %q", err, want)
+		}
+	}
+	if srcs := errdefs.Sources(err); len(srcs) == 0 || srcs[0].Ranges[0].Start.Line != 2 {
+		t.Errorf("no BuildKit source location for line 2: %+v", srcs)
+	}
+	for _, n := range res.names {
+		if strings.HasPrefix(n, "nix: ") {
+			t.Errorf("the Nix step %q was started", n)
+		}
+	}
 }

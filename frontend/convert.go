@@ -38,6 +38,9 @@ type Request struct {
 	SourceMap *llb.SourceMap
 	// MetaResolver resolves the builder image's config (nil: LLB's default).
 	MetaResolver llb.ImageMetaResolver
+	// Layering is how the image's layers are combined on this builder
+	// (chooseLayering, from its capabilities).
+	Layering nix2llb.Layering
 }
 
 // newRequest is one platform's request from what every build has read.
@@ -187,6 +190,8 @@ type ImageOptions struct {
 	Labels map[string]string
 	// IgnoreCache re-makes every layer (--no-cache).
 	IgnoreCache bool
+	// Layering is how the layers are combined (default merged).
+	Layering nix2llb.Layering
 }
 
 // Image returns the image for the spec (parsed, so validated) the stage
@@ -199,6 +204,7 @@ func (s *Stage) Image(spec *imagespec.Spec) (*nix2llb.Image, error) {
 		Epoch:       s.Request.Options.Epoch,
 		Labels:      s.Request.Client.Labels,
 		IgnoreCache: s.Request.ignoreCache(),
+		Layering:    s.Request.Layering,
 	})
 }
 
@@ -214,5 +220,6 @@ func NewImage(store llb.State, outDir string, spec *imagespec.Spec, o ImageOptio
 		Store:       store,
 		StoreDir:    strings.TrimSuffix(outDir, "/") + imagespec.StoreDir,
 		IgnoreCache: o.IgnoreCache,
+		Layering:    o.Layering,
 	})
 }

@@ -16,6 +16,7 @@ import (
 	"github.com/moby/buildkit/frontend/dockerui"
 	gwclient "github.com/moby/buildkit/frontend/gateway/client"
 	"github.com/moby/buildkit/solver/pb"
+	"github.com/moby/buildkit/util/apicaps"
 	"github.com/nixos2docker/nixos2docker/frontend/nix2llb"
 	"github.com/nixos2docker/nixos2docker/imagespec"
 	ocispecs "github.com/opencontainers/image-spec/specs-go/v1"
@@ -39,13 +40,14 @@ func debugLLB(ctx context.Context, args []string, stdout, stderr io.Writer, modu
 	fs.SetOutput(stderr)
 	file := fs.String("f", "", "the nixos2docker file")
 	specFile := fs.String("spec", "", "an image spec (spec.json) to build the image from")
+	noMerge := fs.Bool("no-mergeop", false, "render the image for a builder without MergeOp (Docker's classic image store)")
 	var opts optList
 	fs.Var(&opts, "opt", "a frontend option key=value (repeatable)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
 	if *file == "" || fs.NArg() != 0 {
-		return errors.New("usage: nixos2docker-frontend llb -f FILE [--opt key=value]... [--spec SPEC.json]")
+		return errors.New("usage: nixos2docker-frontend llb -f FILE [--opt key=value]... [--spec SPEC.json [--no-mergeop]]")
 	}
 	data, err := os.ReadFile(*file)
 	if err != nil {
@@ -56,7 +58,11 @@ func debugLLB(ctx context.Context, args []string, stdout, stderr io.Writer, modu
 	if err != nil {
 		return err
 	}
-	bc, err := dockerui.NewClient(optionsOnly{opts: attrs})
+	caps := pb.Caps.CapSet(pb.Caps.All())
+	if *noMerge {
+		caps = capsWithout("--no-mergeop", pb.CapMergeOp)
+	}
+	bc, err := dockerui.NewClient(optionsOnly{opts: attrs, caps: caps})
 	if err != nil {
 		return fmt.Errorf("--opt: %w", err)
 	}
@@ -78,6 +84,12 @@ func debugLLB(ctx context.Context, args []string, stdout, stderr io.Writer, modu
 			return fmt.Errorf("%s: %w", *specFile, err)
 		}
 	}
+	// The layering the gateway would choose on a builder with these
+	// capabilities: this BuildKit's, or those without MergeOp.
+	layering, _, err := chooseLayering(ctx, bc.BuildOpts().LLBCaps)
+	if err != nil {
+		return err
+	}
 	targetPlatforms := bc.TargetPlatforms
 	if len(targetPlatforms) == 0 {
 		targetPlatforms = []ocispecs.Platform{platforms.DefaultSpec()}
@@ -88,7 +100,7 @@ func debugLLB(ctx context.Context, args []string, stdout, stderr io.Writer, modu
 		p = platforms.Normalize(p)
 		id := platforms.FormatAll(p)
 		req := newRequest(bc, *file, f, o, p, *dockerui.DefaultMainContext(llb.LocalUniqueID("nixos2docker-llb")))
-		req.Module = module
+		req.Module, req.Layering = module, layering
 		stage, err := NewStage(req)
 		if err != nil {
 			return err
@@ -106,7 +118,7 @@ func debugLLB(ctx context.Context, args []string, stdout, stderr io.Writer, modu
 		if err != nil {
 			return fmt.Errorf("%s: %w", *specFile, err)
 		}
-		if err := enc.Encode(map[string]string{"stage": "image", "platform": id}); err != nil {
+		if err := enc.Encode(map[string]string{"stage": "image", "platform": id, "layering": layering.String()}); err != nil {
 			return err
 		}
 		if err := nix2llb.Dump(ctx, stdout, img.State, platformOpt(p)); err != nil {
@@ -143,15 +155,17 @@ func (l optList) attrs() (map[string]string, error) {
 	return m, nil
 }
 
-// optionsOnly is a gateway client that only has options: all dockerui.NewClient
-// reads. Any other call would be a bug of the debug command (nil interface).
+// optionsOnly is a gateway client that only has options and capabilities:
+// all dockerui.NewClient reads. Any other call would be a bug of the debug
+// command (nil interface).
 type optionsOnly struct {
 	gwclient.Client
 	opts map[string]string
+	caps apicaps.CapSet
 }
 
 func (c optionsOnly) BuildOpts() gwclient.BuildOpts {
-	return gwclient.BuildOpts{Opts: c.opts, Product: "nixos2docker-llb", LLBCaps: pb.Caps.CapSet(pb.Caps.All())}
+	return gwclient.BuildOpts{Opts: c.opts, Product: "nixos2docker-llb", LLBCaps: c.caps}
 }
 
 func platformOpt(p ocispecs.Platform) llb.ConstraintsOpt { return llb.Platform(p) }

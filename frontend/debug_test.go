@@ -109,6 +109,9 @@ func TestGolden(t *testing.T) {
 			"--opt", "target=api", "--opt", "no-cache"}},
 		{"image", []string{"-f", "testdata/flake.nix2docker", "--opt", builder, "--opt", "platform=linux/amd64",
 			"--spec", specFixture, "--opt", "build-arg:" + ArgEpoch + "=1700000000", "--opt", "label:org.example=1"}},
+		// The same image for a builder without MergeOp (Docker's classic image store).
+		{"image-stacked", []string{"-f", "testdata/flake.nix2docker", "--opt", builder, "--opt", "platform=linux/amd64",
+			"--spec", specFixture, "--opt", "build-arg:" + ArgEpoch + "=1700000000", "--opt", "label:org.example=1", "--no-mergeop"}},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {

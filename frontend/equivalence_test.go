@@ -8,8 +8,6 @@ import (
 	"io"
 	"os"
 	"path/filepath"
-	"slices"
-	"strings"
 	"testing"
 	"time"
 
@@ -197,48 +195,11 @@ func llbFace(ctx context.Context, t *testing.T, c *client.Client, s *imagespec.S
 	return got
 }
 
+// compareImages: the same layers, entry by entry, and the same config
+// (ocitest.Compare); "first" is the archive, "second" the frontend.
 func compareImages(t *testing.T, want, got *ocitest.Image) {
 	t.Helper()
-	if len(want.Layers) != len(got.Layers) {
-		t.Fatalf("archive has %d layers, frontend %d", len(want.Layers), len(got.Layers))
+	for _, d := range ocitest.Compare(want, got, ocitest.Leeway{}) {
+		t.Error(d)
 	}
-	for i := range want.Layers {
-		w, g := entryLines(want.Layers[i].Entries), entryLines(got.Layers[i].Entries)
-		if !slices.Equal(w, g) {
-			t.Errorf("layer %d/%d differs:\n%s", i+1, len(want.Layers), lineDiff(w, g))
-		}
-	}
-	wc, gc := want.Config, got.Config
-	wc.RootFS.DiffIDs, gc.RootFS.DiffIDs = nil, nil
-	wj, _ := json.MarshalIndent(wc, "", " ")
-	gj, _ := json.MarshalIndent(gc, "", " ")
-	if !bytes.Equal(wj, gj) {
-		t.Errorf("configs differ:\n%s", lineDiff(strings.Split(string(wj), "\n"), strings.Split(string(gj), "\n")))
-	}
-}
-
-// entryLines describes a layer's entries sorted by name: tar order is each
-// renderer's own (both are deterministic), the content is what matters.
-func entryLines(es []ocitest.Entry) []string {
-	out := make([]string, len(es))
-	for i, e := range es {
-		out[i] = e.String()
-	}
-	slices.Sort(out)
-	return out
-}
-
-func lineDiff(want, got []string) string {
-	var b strings.Builder
-	for _, l := range want {
-		if !slices.Contains(got, l) {
-			fmt.Fprintf(&b, "  archive only:  %s\n", l)
-		}
-	}
-	for _, l := range got {
-		if !slices.Contains(want, l) {
-			fmt.Fprintf(&b, "  frontend only: %s\n", l)
-		}
-	}
-	return b.String()
 }

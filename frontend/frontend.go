@@ -16,7 +16,10 @@
 //   - optional secrets netrc, nixconf, github_token (see nixeval.Secrets),
 //     mounted into the Nix step only;
 //   - subrequests --call targets, --call outline, --check;
-//   - --sbom: an SPDX document of the closure, attached like a scanner's.
+//   - --sbom: an SPDX document of the closure, attached like a scanner's;
+//   - the builder's LLB capabilities: layers are merged where it has MergeOp,
+//     stacked where it has not (Docker's classic image store), with a
+//     warning at the `# syntax=` line saying what that costs (layering.go).
 package frontend
 
 import (
@@ -33,6 +36,7 @@ import (
 	"github.com/moby/buildkit/frontend/subrequests/outline"
 	"github.com/moby/buildkit/frontend/subrequests/targets"
 	"github.com/moby/buildkit/solver/pb"
+	"github.com/nixos2docker/nixos2docker/frontend/nix2llb"
 	"github.com/nixos2docker/nixos2docker/imagespec"
 	"github.com/nixos2docker/nixos2docker/nixeval"
 	"github.com/nixos2docker/nixos2docker/nixfile"
@@ -81,6 +85,11 @@ func Build(ctx context.Context, c client.Client) (_ *client.Result, err error) {
 		return res, nil
 	}
 
+	// Decided before the Nix step runs: a builder that cannot make the
+	// layers must not spend a Nix build on finding that out.
+	if b.layers, err = b.layering(ctx); err != nil {
+		return nil, err
+	}
 	sboms := newSBOMs()
 	rb, err := bc.Build(ctx, func(ctx context.Context, platform *ocispecs.Platform, idx int) (*dockerui.BuildResult, error) {
 		p := platforms.DefaultSpec()
@@ -114,11 +123,13 @@ type build struct {
 	opts    Options
 	file    *nixfile.File
 	context llb.State
+	// layers is how the image's layers are combined on this builder.
+	layers nix2llb.Layering
 }
 
 func (b *build) request(p ocispecs.Platform) Request {
 	r := newRequest(b.bc, b.src.Filename, b.file, b.opts, p, b.context)
-	r.SourceMap, r.MetaResolver = b.src.SourceMap, b.c
+	r.SourceMap, r.MetaResolver, r.Layering = b.src.SourceMap, b.c, b.layers
 	return r
 }
 

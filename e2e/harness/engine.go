@@ -20,6 +20,15 @@ import (
 	"strings"
 )
 
+// Image stores a Docker engine runs with (hack/docker-engine up --store).
+const (
+	// StoreClassic is the overlay2 graph driver: Docker's default before the containerd image
+	// store, and what every upgraded install keeps. Its built-in BuildKit has no MergeOp.
+	StoreClassic = "classic"
+	// StoreContainerd is the containerd image store ("containerd-snapshotter").
+	StoreContainerd = "containerd"
+)
+
 // Engine is a running hack/docker-engine or hack/podman-engine instance.
 type Engine struct {
 	// Name says which engine and mode: "docker", "podman", "podman-rootless".
@@ -28,12 +37,15 @@ type Engine struct {
 	Host string
 	// Root, RunDir, Cgroup and Cgroup2Root are the engine's paths as its script reports them.
 	Root, RunDir, Cgroup, Cgroup2Root string
+	// Store is the image store of a Docker engine (StoreClassic, StoreContainerd).
+	Store string
 
 	repo    string
 	script  string   // hack/<script>: docker-engine or podman-engine
 	env     []string // extra environment of the script (NIXOS2DOCKER_ENGINE_VARIANT=…)
 	cli     []string // the CLI's command line before its arguments; nil: docker with Env()
 	started bool     // this process brought the engine up, so Stop takes it down
+	found   string   // the store of a Docker engine found running, which Stop restores
 	// keepCgroups are cgroups (relative to Cgroup2Root) the engine makes once and keeps, so
 	// Snapshot does not count them.
 	keepCgroups []string
@@ -93,29 +105,46 @@ func parseKV(s string) map[string]string {
 	return m
 }
 
-// StartEngine brings the engine up (idempotent: an engine already running is reused and then
-// left running by Stop). Progress of the script goes to progress (may be nil).
+// StartEngine brings the engine up with the classic image store (idempotent: an engine already
+// running is reused and then left running by Stop). Progress of the script goes to progress (may
+// be nil).
 func StartEngine(ctx context.Context, progress io.Writer) (*Engine, error) {
-	return StartEngineVariant(ctx, progress, "")
+	return startDocker(ctx, progress, "", StoreClassic)
 }
 
 // StartEngineVariant is StartEngine for a variant of hack/docker-engine ("userns": a second
 // engine with dockerd --userns-remap=default); "" is the default engine.
 func StartEngineVariant(ctx context.Context, progress io.Writer, variant string) (*Engine, error) {
+	return startDocker(ctx, progress, variant, StoreClassic)
+}
+
+// StartEngineStore is StartEngine with the given image store: an engine running with the other
+// store is restarted, and Stop restarts it with the store it had.
+func StartEngineStore(ctx context.Context, progress io.Writer, store string) (*Engine, error) {
+	return startDocker(ctx, progress, "", store)
+}
+
+func startDocker(ctx context.Context, progress io.Writer, variant, store string) (*Engine, error) {
 	repo, err := RepoRoot()
 	if err != nil {
 		return nil, err
 	}
-	e := &Engine{Name: "docker", repo: repo, script: "docker-engine"}
+	e := &Engine{Name: "docker", repo: repo, script: "docker-engine", Store: store}
 	if variant != "" {
 		e.Name, e.env = "docker "+variant, []string{"NIXOS2DOCKER_ENGINE_VARIANT=" + variant}
 	}
-	_, statusErr := runScript(ctx, repo, e.script, e.env, nil, "status")
-	out, err := runScript(ctx, repo, e.script, e.env, progress, "up")
+	if _, err := runScript(ctx, repo, e.script, e.env, nil, "status"); err == nil {
+		paths, err := runScript(ctx, repo, e.script, e.env, nil, "paths")
+		if err != nil {
+			return nil, err
+		}
+		e.found = parseKV(paths)["ENGINE_STORE"]
+	}
+	out, err := runScript(ctx, repo, e.script, e.env, progress, "up", "--store", store)
 	if err != nil {
 		return nil, err
 	}
-	e.started = statusErr != nil
+	e.started = e.found == ""
 	e.Host = parseKV(out)["DOCKER_HOST"]
 	if !strings.HasPrefix(e.Host, "unix://") {
 		return nil, fmt.Errorf("hack/docker-engine up printed no DOCKER_HOST line: %q", out)
@@ -126,6 +155,9 @@ func StartEngineVariant(ctx context.Context, progress io.Writer, variant string)
 	}
 	kv := parseKV(paths)
 	e.Root, e.RunDir, e.Cgroup, e.Cgroup2Root = kv["ENGINE_ROOT"], kv["ENGINE_RUN"], kv["ENGINE_CGROUP"], kv["CGROUP2_ROOT"]
+	if kv["ENGINE_STORE"] != store {
+		return nil, fmt.Errorf("hack/docker-engine up --store %s: the engine runs with the %q image store", store, kv["ENGINE_STORE"])
+	}
 	return e, nil
 }
 
@@ -174,9 +206,13 @@ func (e *Engine) Rootless() *Engine {
 func (e *Engine) Started() bool { return e.started }
 
 // Stop takes the engine down if this process brought it up; an engine that was already running
-// is left to whoever started it.
+// is left to whoever started it, with the image store it had.
 func (e *Engine) Stop(ctx context.Context, progress io.Writer) error {
 	if !e.started {
+		if e.found != "" && e.found != e.Store {
+			_, err := runScript(ctx, e.repo, e.script, e.env, progress, "up", "--store", e.found)
+			return err
+		}
 		return nil
 	}
 	_, err := runScript(ctx, e.repo, e.script, e.env, progress, "down")

@@ -74,6 +74,17 @@ func TestToyRunsInDocker(t *testing.T) {
 		_, _ = eng.Docker(ctx, "rmi", "-f", tag)
 	})
 
+	checkToyRuns(ctx, t, eng, tag, spec, func(c *harness.Container) { checkNixDatabase(ctx, t, eng, c.ID, spec) })
+	if _, diff, err := eng.WaitNoLeftovers(ctx, before, 30*time.Second); err != nil || diff != "" {
+		t.Errorf("leftovers after the container: %s (%v)", diff, err)
+	}
+}
+
+// checkToyRuns runs the toy image in the engine with only the three --tmpfs flags: its init is
+// PID 1, its output is in `docker logs`, whileRunning (if not nil) sees it running, and `docker
+// stop` ends it with 0. The container is removed at the end.
+func checkToyRuns(ctx context.Context, t *testing.T, eng *harness.Engine, tag string, spec *imagespec.Spec, whileRunning func(*harness.Container)) {
+	t.Helper()
 	c, err := eng.Run(ctx, []string{"--tmpfs", "/run", "--tmpfs", "/run/lock", "--tmpfs", "/tmp"}, tag)
 	if err != nil {
 		t.Fatalf("docker run: %v", err)
@@ -121,7 +132,9 @@ func TestToyRunsInDocker(t *testing.T) {
 		t.Fatalf("container is not running: %+v", st)
 	}
 
-	checkNixDatabase(ctx, t, eng, c.ID, spec)
+	if whileRunning != nil {
+		whileRunning(c)
+	}
 
 	took, err := c.Stop(ctx, "", 0)
 	if err != nil {
@@ -147,9 +160,6 @@ func TestToyRunsInDocker(t *testing.T) {
 
 	if err := c.Remove(ctx); err != nil {
 		t.Errorf("docker rm: %v", err)
-	}
-	if _, diff, err := eng.WaitNoLeftovers(ctx, before, 30*time.Second); err != nil {
-		t.Errorf("leftovers after the container: %s (%v)", diff, err)
 	}
 }
 

@@ -1,7 +1,8 @@
 // Package llb turns a nixos2docker build into BuildKit LLB: the Nix builder
 // stage that evaluates and builds the image spec, and, from a parsed spec,
-// the image itself (one state per layer of store paths, merged, plus the
-// root-filesystem skeleton) with its image config.
+// the image itself (one file op per layer of store paths, plus the
+// root-filesystem skeleton, merged or stacked: layering.go) with its image
+// config.
 //
 // It knows nothing about files or options: the frontend parses those and
 // hands over plain values, so the same code serves the gateway frontend, the

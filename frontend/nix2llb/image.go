@@ -22,6 +22,8 @@ type ImageInput struct {
 	StoreDir string
 	// IgnoreCache re-makes every layer (--no-cache).
 	IgnoreCache bool
+	// Layering is how the layers are combined (default Merged).
+	Layering Layering
 }
 
 // Image is the built image: the root filesystem and its config.
@@ -35,7 +37,8 @@ type Image struct {
 // rootOwner makes copied files root's, whoever owned them in the stage.
 var rootOwner = &llb.ChownOpt{User: &llb.UserOpt{UID: 0}, Group: &llb.UserOpt{UID: 0}}
 
-// NewImage renders an image model as one state per layer, merged.
+// NewImage renders an image model as one file op per layer, combined by the
+// input's Layering.
 func NewImage(in ImageInput) (*Image, error) {
 	m := in.Model
 	if m == nil {
@@ -48,7 +51,7 @@ func NewImage(in ImageInput) (*Image, error) {
 	// The directories above the store, to stamp each layer's with the store's time.
 	stamp := llb.Scratch().File(llb.Mkdir(imagespec.StoreDir, 0o755, llb.WithParents(true), llb.WithCreatedTime(storeTime), llb.WithUIDGID(0, 0)),
 		llb.WithCustomName("/nix/store, to stamp each layer's"))
-	states := make([]llb.State, 0, len(m.Layers))
+	steps := make([]LayerStep, 0, len(m.Layers))
 	names := make([]string, 0, len(m.Layers))
 	for _, l := range m.Layers {
 		var fa actions
@@ -76,12 +79,12 @@ func NewImage(in ImageInput) (*Image, error) {
 		// would avoid that, but BuildKit then walks the whole store for
 		// every layer.)
 		fa.copy(stamp, "/", "/", &llb.CopyInfo{CopyDirContentsOnly: true, CreatedTime: &storeTime, ChownOpt: rootOwner})
-		states = append(states, llb.Scratch().File(fa.fa, fileOpts(l.Name, in.IgnoreCache)...))
+		action, opts := fa.fa, fileOpts(l.Name, in.IgnoreCache)
+		steps = append(steps, func(base llb.State) llb.State { return base.File(action, opts...) })
 		names = append(names, l.Name)
 	}
-	st := llb.Merge(states, llb.WithCustomNamef("merge %d layers", len(states)))
 	cfg := m.Config
-	return &Image{State: st, Config: &cfg, Names: names}, nil
+	return &Image{State: Combine(steps, in.Layering), Config: &cfg, Names: names}, nil
 }
 
 // fileOpts names a file op and, for --no-cache, makes BuildKit redo it.

@@ -5,12 +5,14 @@ import (
 	"fmt"
 	"os"
 	"path"
+	"slices"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/moby/buildkit/client/llb"
 	"github.com/moby/buildkit/solver/pb"
+	"github.com/moby/buildkit/util/apicaps"
 	"github.com/nixos2docker/nixos2docker/frontend/nix2llb"
 	"github.com/nixos2docker/nixos2docker/imagemodel"
 	"github.com/nixos2docker/nixos2docker/imagespec"
@@ -315,4 +317,98 @@ func BenchmarkNewImage(b *testing.B) {
 			b.Fatal(err)
 		}
 	}
+}
+
+// TestImageStacked: without MergeOp, the same layer ops are stacked, each on
+// the previous layer's result: the same actions in the same order, every
+// op one layer, the bottom one the very op of the merged image.
+func TestImageStacked(t *testing.T) {
+	s := loadSpec(t)
+	m := model(t, s, nil)
+	store := llb.Image("localhost:5000/builder").Run(llb.Shlex("true")).Root()
+	render := func(l nix2llb.Layering) *defOps {
+		img, err := nix2llb.NewImage(nix2llb.ImageInput{Model: m, Store: store, StoreDir: "/out/nix/store", Layering: l})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return marshal(t, img.State)
+	}
+	merged, stacked := render(nix2llb.Merged), render(nix2llb.Stacked)
+	if merged.head.GetMerge() == nil {
+		t.Fatalf("merged image is not a merge: %v", merged.head)
+	}
+	for _, op := range stacked.ops {
+		if op.GetMerge() != nil || op.GetDiff() != nil {
+			t.Fatalf("stacked image has a merge or diff op: %v", op)
+		}
+	}
+	// Walk the stack down its base inputs: top layer first.
+	var chain []*pb.Op
+	for op := stacked.head; ; {
+		f := op.GetFile()
+		if f == nil {
+			t.Fatalf("stacked layer %d is not a file op: %v", len(chain)+1, op)
+		}
+		chain = append(chain, op)
+		base := f.Actions[0].Input
+		if base < 0 { // the bottom layer: on scratch
+			break
+		}
+		op = stacked.ops[digest.Digest(op.Inputs[base].Digest)]
+	}
+	if len(chain) != len(m.Layers) {
+		t.Fatalf("stack of %d file ops, want one per layer (%d)", len(chain), len(m.Layers))
+	}
+	for i, in := range merged.head.Inputs {
+		mop := merged.ops[digest.Digest(in.Digest)]
+		sop := chain[len(chain)-1-i]
+		name := merged.meta[digest.Digest(in.Digest)].Description["llb.customname"]
+		if len(mop.GetFile().Actions) != len(sop.GetFile().Actions) {
+			t.Errorf("%s: %d actions merged, %d stacked", name, len(mop.GetFile().Actions), len(sop.GetFile().Actions))
+			continue
+		}
+		for j, ma := range mop.GetFile().Actions {
+			sa := sop.GetFile().Actions[j]
+			mc, sc := ma.GetCopy(), sa.GetCopy()
+			if mc == nil || sc == nil {
+				t.Fatalf("%s: action %d is not a copy in both", name, j)
+			}
+			if mc.Src != sc.Src || mc.Dest != sc.Dest || mc.Timestamp != sc.Timestamp || mc.DirCopyContents != sc.DirCopyContents || mc.ModeStr != sc.ModeStr {
+				t.Errorf("%s: action %d differs: merged %v, stacked %v", name, j, mc, sc)
+			}
+		}
+	}
+	// The bottom op of the stack is the merge's first input (same digest, so
+	// a builder doing both shares it).
+	bottom := chain[len(chain)-1]
+	first := merged.ops[digest.Digest(merged.head.Inputs[0].Digest)]
+	a, _ := bottom.MarshalVT()
+	b, _ := first.MarshalVT()
+	if digest.FromBytes(a) != digest.FromBytes(b) {
+		t.Errorf("the bottom layer's op differs between the layerings")
+	}
+}
+
+// TestLayeringCaps: merging needs MergeOp, stacking does not; both need the
+// file op.
+func TestLayeringCaps(t *testing.T) {
+	ctx := context.Background()
+	merged, err := nix2llb.Merged.Caps(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	stacked, err := nix2llb.Stacked.Caps(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	has := func(caps []apicaps.CapID, c apicaps.CapID) bool { return slices.Contains(caps, c) }
+	if !has(merged, pb.CapMergeOp) || has(stacked, pb.CapMergeOp) {
+		t.Errorf("mergeop: merged needs %v, stacked %v", merged, stacked)
+	}
+	for _, c := range []apicaps.CapID{pb.CapFileBase} {
+		if !has(merged, c) || !has(stacked, c) {
+			t.Errorf("%s missing: merged needs %v, stacked %v", c, merged, stacked)
+		}
+	}
+	t.Logf("merged needs %v; stacked %v", merged, stacked)
 }

@@ -13,6 +13,10 @@
 #   cgroup        every engine process (daemons, shims, containers) lives under one cgroup2
 #                 subtree, $ENGINE_CGROUP (default /nixos2docker-engine): dockerd runs with
 #                 --cgroup-parent there, so `down` can kill and remove exactly that subtree.
+#   image store   classic (overlay2 graph driver: what an upgraded Docker keeps) or containerd
+#                 (containerd-snapshotter: "features": {"containerd-snapshotter": true}); `up`
+#                 writes that daemon.json into $ENGINE_RUN (dockerd --config-file), so the cached
+#                 root stays the same for every store. Both stores live side by side in the root.
 
 # shellcheck source=hack/lib/engine-ns.sh
 source "$(dirname "${BASH_SOURCE[0]}")/engine-ns.sh"
@@ -36,6 +40,7 @@ esac
 ENGINE_RUN=${NIXOS2DOCKER_ENGINE_RUN:-/run/nixos2docker-engine${ENGINE_VARIANT:+-$ENGINE_VARIANT}}
 ENGINE_CGROUP=${NIXOS2DOCKER_ENGINE_CGROUP:-/nixos2docker-engine${ENGINE_VARIANT:+-$ENGINE_VARIANT}}
 ENGINE_SOCK=$ENGINE_RUN/docker.sock
+ENGINE_STORES=(classic containerd)
 ENGINE_PACKAGES=(docker.io docker-cli containerd runc iptables)
 # Bump when the recipe of the root changes, so a stale cached root is rebuilt.
 ENGINE_RECIPE=v1
@@ -80,10 +85,15 @@ engine_ping() {
   ENGINE_DOCKER_TIMEOUT=5 engine_docker version --format '{{.Server.Version}}' >/dev/null 2>&1
 }
 
+# engine_store: the image store the engine was started with.
+engine_store() {
+  cat "$ENGINE_RUN/store" 2>/dev/null || echo classic
+}
+
 engine_status() {
   local pid
   if pid=$(engine_dockerd_pid) && engine_ping; then
-    echo "running: dockerd pid $pid, containerd pid $(cat "$ENGINE_RUN/containerd.pid" 2>/dev/null), DOCKER_HOST=unix://$ENGINE_SOCK"
+    echo "running: dockerd pid $pid, containerd pid $(cat "$ENGINE_RUN/containerd.pid" 2>/dev/null), image store $(engine_store), DOCKER_HOST=unix://$ENGINE_SOCK"
     return 0
   fi
   if [[ -e "$ENGINE_RUN/dockerd.pid" ]]; then
@@ -105,13 +115,27 @@ engine_inner() {
   echo $$ >"$run/dockerd.pid"
   # Containers go beside the daemons' leaf (--cgroup-parent).
   exec dockerd -H "unix://$run/docker.sock" --containerd=/run/containerd/containerd.sock \
-    --cgroup-parent="$cg" "${ENGINE_DAEMON_ARGS[@]}" >>"$run/dockerd.log" 2>&1
+    --cgroup-parent="$cg" --config-file="$run/daemon.json" "${ENGINE_DAEMON_ARGS[@]}" >>"$run/dockerd.log" 2>&1
 }
 
+# engine_up [STORE]: start the engine with image store STORE (default classic); one running with
+# the other store is restarted.
 engine_up() {
+  local store=${1:-classic}
+  if [[ " ${ENGINE_STORES[*]} " != *" $store "* ]]; then
+    engine_log "unknown image store '$store' (${ENGINE_STORES[*]})"; return 2
+  fi
+  if [[ $store == containerd && -n $ENGINE_VARIANT ]]; then
+    # Docker: "The containerd image store is not available when using user namespace remapping".
+    engine_log "the containerd image store does not work with NIXOS2DOCKER_ENGINE_VARIANT=$ENGINE_VARIANT"; return 2
+  fi
   if engine_dockerd_pid >/dev/null && engine_ping; then
-    echo "DOCKER_HOST=unix://$ENGINE_SOCK"
-    return 0
+    if [[ "$(engine_store)" == "$store" ]]; then
+      echo "DOCKER_HOST=unix://$ENGINE_SOCK"
+      return 0
+    fi
+    engine_log "restarting with the $store image store (it runs with $(engine_store))"
+    engine_down
   fi
   if [[ -e "$ENGINE_RUN/dockerd.pid" || -e "$ENGINE_RUN/containerd.pid" ]]; then
     engine_log "stale state in $ENGINE_RUN: cleaning up first"
@@ -120,8 +144,12 @@ engine_up() {
   engine_root_ensure
   mkdir -p "$ENGINE_RUN"
   rm -f "$ENGINE_SOCK" "$ENGINE_RUN"/*.pid "$ENGINE_RUN"/*.log
+  local snapshotter=false
+  [[ $store == containerd ]] && snapshotter=true
+  printf '{"features": {"containerd-snapshotter": %s}}\n' "$snapshotter" >"$ENGINE_RUN/daemon.json"
+  echo "$store" >"$ENGINE_RUN/store"
   local t0=$SECONDS pid i
-  engine_log "starting dockerd + containerd in $ENGINE_ROOT"
+  engine_log "starting dockerd + containerd in $ENGINE_ROOT ($store image store)"
   # 9>&- : the daemon must not inherit the lock fd of the calling script.
   setsid unshare -m -n -- "$ENGINE_SELF" __inner "$ENGINE_ROOT" "$ENGINE_RUN" "$ENGINE_CGROUP" \
     </dev/null >>"$ENGINE_RUN/engine.log" 2>&1 9>&- &
@@ -175,6 +203,7 @@ engine_down() {
     engine_wait_gone "$cpid" 10 || { kill -KILL "$cpid" 2>/dev/null || true; }
   fi
   engine_reap "$ENGINE_SOCK"
+  rm -f "$ENGINE_RUN/store" "$ENGINE_RUN/daemon.json"
   engine_log "down in $((SECONDS - t0)) s"
   if engine_leftovers >/dev/null; then return 0; fi
   engine_log "leftovers after down:"; engine_leftovers >&2 || true

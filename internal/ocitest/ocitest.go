@@ -2,8 +2,9 @@
 // layout as a tar (what BuildKit's oci exporter and `docker save` write, and
 // what the archive package writes for `docker load`), down to every layer's
 // entries with their metadata and a digest of their content. Layers may be
-// plain or gzip-compressed tars. One reader for every suite, so that a test
-// comparing the two faces compares like with like.
+// plain or gzip-compressed tars. One reader and one comparison (Compare) for
+// every suite, so that a test comparing two renderings of an image (the two
+// faces, two builders, two layerings) compares like with like.
 package ocitest
 
 import (
@@ -267,4 +268,117 @@ func LayerEntries(data []byte) ([]Entry, error) {
 		}
 		out = append(out, e)
 	}
+}
+
+// Lines describes a layer's entries, one line each (Entry.String), sorted by
+// name: tar order is each writer's own, the entries are what a container sees.
+func Lines(es []Entry) []string {
+	out := make([]string, len(es))
+	for i, e := range es {
+		out[i] = e.String()
+	}
+	slices.Sort(out)
+	return out
+}
+
+// Leeway loosens Compare where two correct renderings may differ.
+type Leeway struct {
+	// NoopDirs lets a directory entry that changes nothing (it equals the
+	// directory the layers below leave) be in one rendering's layer and not
+	// the other's: differs differ there (BuildKit's overlay differ leaves
+	// such a parent out of a layer made on top of another, Docker's overlay2
+	// graph driver keeps it, a layer made on its own has it).
+	NoopDirs bool
+}
+
+// Compare holds two renderings of the same image against each other: the
+// same number of layers, each with the same entries (name, type, mode,
+// owner, time, link, content; tar order aside), and the same config but for
+// the diff IDs, which hash each writer's own tar bytes. It returns the
+// differences, one line each, the first image's side first; none when they
+// match.
+func Compare(a, b *Image, leeway Leeway) []string {
+	var diffs []string
+	if len(a.Layers) != len(b.Layers) {
+		diffs = append(diffs, fmt.Sprintf("%d layers, %d layers", len(a.Layers), len(b.Layers)))
+	}
+	// What each image's layers so far leave at a path (whiteouts aside:
+	// renderings of one image delete nothing).
+	viewA, viewB := map[string]string{}, map[string]string{}
+	noop := func(e Entry, view map[string]string) bool {
+		return leeway.NoopDirs && e.Type == tar.TypeDir && view[e.Name] == e.String()
+	}
+	for i := range min(len(a.Layers), len(b.Layers)) {
+		la, lb := byName(a.Layers[i].Entries), byName(b.Layers[i].Entries)
+		for _, name := range sortedNames(la, lb) {
+			ea, inA := la[name]
+			eb, inB := lb[name]
+			switch {
+			case inA && inB && ea.String() == eb.String():
+			case inA && inB:
+				diffs = append(diffs, fmt.Sprintf("layer %d/%d: %s differs:\n  first:  %s\n  second: %s", i+1, len(a.Layers), name, ea, eb))
+			case inA && !noop(ea, viewA):
+				diffs = append(diffs, fmt.Sprintf("layer %d/%d: only in the first:  %s", i+1, len(a.Layers), ea))
+			case inB && !noop(eb, viewB):
+				diffs = append(diffs, fmt.Sprintf("layer %d/%d: only in the second: %s", i+1, len(a.Layers), eb))
+			}
+		}
+		for name, e := range la {
+			viewA[name] = e.String()
+		}
+		for name, e := range lb {
+			viewB[name] = e.String()
+		}
+	}
+	ac, bc := a.Config, b.Config
+	ac.RootFS.DiffIDs, bc.RootFS.DiffIDs = nil, nil
+	aj, _ := json.MarshalIndent(ac, "", " ")
+	bj, _ := json.MarshalIndent(bc, "", " ")
+	for _, d := range lineDiff(strings.Split(string(aj), "\n"), strings.Split(string(bj), "\n")) {
+		diffs = append(diffs, "config: "+d)
+	}
+	return diffs
+}
+
+func byName(es []Entry) map[string]Entry {
+	m := make(map[string]Entry, len(es))
+	for _, e := range es {
+		m[e.Name] = e
+	}
+	return m
+}
+
+func sortedNames(ms ...map[string]Entry) []string {
+	var out []string
+	for _, m := range ms {
+		for n := range m {
+			out = append(out, n)
+		}
+	}
+	slices.Sort(out)
+	return slices.Compact(out)
+}
+
+// lineDiff lists the lines only one side has, in each side's order.
+func lineDiff(a, b []string) []string {
+	in := func(ls []string) map[string]bool {
+		m := make(map[string]bool, len(ls))
+		for _, l := range ls {
+			m[l] = true
+		}
+		return m
+	}
+	inA, inB := in(a), in(b)
+	var out []string
+	for _, l := range a {
+		if !inB[l] {
+			out = append(out, "only in the first:  "+l)
+		}
+	}
+	for _, l := range b {
+		if !inA[l] {
+			out = append(out, "only in the second: "+l)
+		}
+	}
+	return out
 }
