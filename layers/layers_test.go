@@ -286,3 +286,66 @@ func TestClosureSizes(t *testing.T) {
 	}
 	checkLayers(t, paths, opts, got)
 }
+
+// A service added to a system (a new top-level package using libraries
+// the system has) must leave every existing layer alone: a top-level
+// package takes only the paths no other stable path uses, and a large
+// owner takes none.
+func TestAssignAddingAServiceKeepsLayers(t *testing.T) {
+	rng := rand.New(rand.NewPCG(3, 3))
+	p := func(name string) string { return storePath(rng, name) }
+	glibc, idn, foo, bar, baz := p("glibc-2.42"), p("libidn2-2.3"), p("libfoo-1.0"), p("libbar-1.0"), p("libbaz-1.0")
+	app1, app2, app3 := p("app1-1.0"), p("app2-1.0"), p("app3-1.0")
+	base := []Path{
+		{Path: idn, NarSize: 100 << 10},
+		{Path: glibc, NarSize: 30 << 20, References: []string{glibc, idn}},
+		{Path: foo, NarSize: 100 << 10, References: []string{glibc}},
+		{Path: bar, NarSize: 100 << 10, References: []string{glibc}},
+		{Path: baz, NarSize: 100 << 10, References: []string{glibc}},
+		{Path: app1, NarSize: 20 << 20, References: []string{foo, bar}},
+		{Path: app2, NarSize: 20 << 20, References: []string{foo, baz}},
+	}
+	system := func(paths []Path, name string, apps ...string) ([]Path, string) {
+		paths = slices.Clone(paths)
+		top := Path{Path: p(name), NarSize: 20 << 10}
+		for _, a := range apps {
+			unit := Path{Path: p("unit-" + a[44:]), NarSize: 2 << 10, References: []string{a}}
+			paths = append(paths, unit)
+			top.References = append(top.References, unit.Path)
+		}
+		return append(paths, top), top.Path
+	}
+	paths, top := system(base, "nixos-system-base", app1, app2)
+	// Three owners (glibc, app1, app2), one leftover chunk, the volatile layer.
+	before, err := Assign(paths, Options{MaxLayers: 5, Toplevel: top})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []Layer{
+		{Paths: []string{glibc}, Size: 30 << 20},
+		{Paths: sorted(app1, bar), Size: 20<<20 + 100<<10},
+		{Paths: sorted(app2, baz), Size: 20<<20 + 100<<10},
+		{Paths: sorted(idn, foo), Size: 200 << 10},
+	}
+	if !reflect.DeepEqual(before[:4], want) {
+		t.Errorf("base system:\n got %v\nwant %v", before[:4], want)
+	}
+
+	// app3 has the smallest closure of the three and uses foo, which app1
+	// and app2 share: with room for one more owner, only new layers appear.
+	member := append(slices.Clone(base), Path{Path: app3, NarSize: 10 << 20, References: []string{foo}})
+	paths, top = system(member, "nixos-system-member", app1, app2, app3)
+	after, err := Assign(paths, Options{MaxLayers: 6, Toplevel: top})
+	if err != nil {
+		t.Fatal(err)
+	}
+	kept := map[string]bool{}
+	for _, l := range after {
+		kept[strings.Join(l.Paths, "\n")] = true
+	}
+	for _, l := range before[:4] {
+		if !kept[strings.Join(l.Paths, "\n")] {
+			t.Errorf("layer %v changed when app3 was added; after: %v", l.Paths, after)
+		}
+	}
+}
