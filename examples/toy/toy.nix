@@ -8,6 +8,15 @@
 # 64 MiB blob, a path that enters only through extraContents, and an init that
 # runs as PID 1 and exits 0 on SIGRTMIN+3 and SIGTERM. The text of toy-message
 # is examples/toy/message.txt: change that file to change one derivation.
+#
+# Grown to a NixOS-sized closure when examples/toy/scale.json exists (hack/bench
+# --scale writes it into its copy of the build context; it is never committed):
+# {"paths": [{"size": BYTES, "refs": [INDEX, …]}, …]} adds one toy-data-K path
+# per entry, holding BYTES of random data and referencing the earlier entries
+# it lists; the toplevel references those no entry references. Random data
+# makes the closure incompressible, as a system's binaries mostly are; its
+# bytes differ between builds (paths are input-addressed: only a cold store
+# rebuilds them).
 { system }:
 let
   imageSpec = import ../../nixos/lib/image-spec.nix;
@@ -81,36 +90,73 @@ let
     yes "nixos2docker toy blob" | head -c 67108864 > "$out"
   '' { };
 
+  scale = if builtins.pathExists ./scale.json then builtins.fromJSON (builtins.readFile ./scale.json) else null;
+  # toy-data-K for scale entry K, in order (each refers only to earlier ones).
+  scaled =
+    if scale == null then
+      [ ]
+    else
+      builtins.foldl' (
+        done: entry:
+        let
+          k = builtins.length done;
+          refs = map (r: builtins.elemAt done r) entry.refs;
+        in
+        done
+        ++ [
+          (mkDrv "toy-data-${toString k}" ''
+            mkdir -p "$out"
+            head -c ${toString entry.size} /dev/urandom > "$out/data"
+            for r in $refs; do echo "$r"; done > "$out/refs"
+          '' { inherit refs; })
+        ]
+      ) [ ] scale.paths;
+  # The scaled paths no other scaled path references: the toplevel's.
+  scaledTops =
+    let
+      referenced = builtins.concatLists (map (e: e.refs) scale.paths);
+      indices = builtins.genList (k: k) (builtins.length scaled);
+    in
+    map (k: builtins.elemAt scaled k) (builtins.filter (k: !(builtins.elem k referenced)) indices);
+  linkScaled = builtins.concatStringsSep "" (
+    map (p: "ln -s ${p} \"$out/data/${builtins.baseNameOf p}\"\n") scaledTops
+  );
+
   # In the image only through extraContents.
   extra = mkDrv "toy-extra" ''
     echo "extra contents" > "$out"
   '' { };
 
-  toplevel = mkDrv "toy-system" ''
-    mkdir -p "$out/sw/bin" "$out/etc"
-    ln -s ${busybox}/bin/sh "$out/sw/bin/sh"
-    ln -s ${busybox}/bin/env "$out/sw/bin/env"
-    ln -s ${busybox}/bin/cat "$out/sw/bin/cat"
-    ln -s ${app}/bin/toy-hello "$out/sw/bin/toy-hello"
-    ln -s ${blob} "$out/blob"
-    echo 'ID=toy' > "$out/etc/os-release"
-    # PID 1 ignores signals it has no handler for: trap SIGTERM and
-    # SIGRTMIN+3 (37 on Linux), set before the start line, and wait on a
-    # background sleep so the trap runs as soon as the signal arrives.
-    cat > "$out/init" <<EOS
-    #!${busybox}/bin/sh
-    child=
-    trap 'echo "toy init: stopping"; [ -z "\$child" ] || kill "\$child" 2>/dev/null; exit 0' TERM 37
-    echo "toy init: started"
-    ${app}/bin/toy-hello
-    while :; do
-      ${busybox}/bin/sleep 3600 &
-      child=\$!
-      wait "\$child"
-    done
-    EOS
-    chmod +x "$out/init"
-  '' { };
+  toplevel = mkDrv "toy-system" (
+    ''
+      mkdir -p "$out/sw/bin" "$out/etc"
+      ln -s ${busybox}/bin/sh "$out/sw/bin/sh"
+      ln -s ${busybox}/bin/env "$out/sw/bin/env"
+      ln -s ${busybox}/bin/cat "$out/sw/bin/cat"
+      ln -s ${app}/bin/toy-hello "$out/sw/bin/toy-hello"
+      ln -s ${blob} "$out/blob"
+      echo 'ID=toy' > "$out/etc/os-release"
+    ''
+    + (if scale == null then "" else "mkdir -p \"$out/data\"\n" + linkScaled)
+    + ''
+      # PID 1 ignores signals it has no handler for: trap SIGTERM and
+      # SIGRTMIN+3 (37 on Linux), set before the start line, and wait on a
+      # background sleep so the trap runs as soon as the signal arrives.
+      cat > "$out/init" <<EOS
+      #!${busybox}/bin/sh
+      child=
+      trap 'echo "toy init: stopping"; [ -z "\$child" ] || kill "\$child" 2>/dev/null; exit 0' TERM 37
+      echo "toy init: started"
+      ${app}/bin/toy-hello
+      while :; do
+        ${busybox}/bin/sleep 3600 &
+        child=\$!
+        wait "\$child"
+      done
+      EOS
+      chmod +x "$out/init"
+    ''
+  ) { };
 
   dockerImageSpec = imageSpec {
     inherit system toplevel;
