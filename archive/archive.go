@@ -12,14 +12,21 @@
 // Output is reproducible: the same spec and store give the same bytes. Tar
 // entries are in a fixed order (depth first, names sorted), owned by 0:0
 // without user or group names, store files keep their mode, and times are
-// the model's (StoreTime in the store, Created elsewhere). A layer's digest must
-// be known before its bytes are written (it names the blob), so each store
-// layer is read twice: once to hash it, once to write it, and a store that
-// changed in between is an error.
+// the model's (StoreTime in the store, Created elsewhere).
+//
+// A layer's digest names its blob, and a tar entry's name comes before its
+// bytes. WriteFile, into a file, reads each store layer once: every layer's
+// tar size follows from the store's metadata (names, sizes, modes), so the
+// archive's layout is fixed before any content is read; the layers are
+// written at their places in parallel, hashed as they go, and the blob names
+// filled in last. Write, into any stream, reads each store layer twice: once
+// to hash it, once to write it. Either way a store that changes meanwhile
+// is an error, and both give the same bytes.
 package archive
 
 import (
 	"archive/tar"
+	"bufio"
 	"bytes"
 	"context"
 	"crypto/sha256"
@@ -94,18 +101,9 @@ func Write(ctx context.Context, w io.Writer, m *imagemodel.Model, opts Options) 
 	if opts.StoreDir == "" {
 		opts.StoreDir = imagespec.StoreDir
 	}
-	s := m.Spec
-	all := make([]*layer, 0, len(m.Layers))
-	for _, ml := range m.Layers {
-		l := &layer{Layer: ml}
-		if ml.Skeleton {
-			var skel bytes.Buffer
-			if err := writeSkeleton(&skel, m); err != nil {
-				return err
-			}
-			l.skeleton = skel.Bytes()
-		}
-		all = append(all, l)
+	all, err := layersOf(m)
+	if err != nil {
+		return err
 	}
 
 	// First pass: digests and sizes, a layer per core (hashing is CPU-bound
@@ -130,9 +128,199 @@ func Write(ctx context.Context, w io.Writer, m *imagemodel.Model, opts Options) 
 		return err
 	}
 
-	config, err := imageConfig(m, all)
+	tailFiles, err := metadataFiles(m, all)
 	if err != nil {
 		return err
+	}
+	if err := distinct(all); err != nil {
+		return err
+	}
+	// Second pass: the archive.
+	tw := tar.NewWriter(w)
+	ow := outer{tw: tw, t: m.Created}
+	if err := ow.dir("blobs/"); err != nil {
+		return err
+	}
+	if err := ow.dir("blobs/sha256/"); err != nil {
+		return err
+	}
+	for i, l := range all {
+		report(opts, "write", i, len(all), l)
+		if err := ow.header(blobPath(l.blob.Digest), l.blob.Size); err != nil {
+			return err
+		}
+		dw := &digestWriter{h: sha256.New(), w: tw}
+		if err := l.write(ctx, dw, opts.StoreDir, m.StoreTime); err != nil {
+			return err
+		}
+		if dw.digest() != l.blob.Digest || dw.n != l.blob.Size {
+			return fmt.Errorf("layer %d/%d (%s) changed while the image was written: the store must not change", i+1, len(all), l.Description)
+		}
+	}
+	return writeTail(tw, ow, tailFiles)
+}
+
+// layersOf is the model's layers, the skeleton's tar made.
+func layersOf(m *imagemodel.Model) ([]*layer, error) {
+	all := make([]*layer, 0, len(m.Layers))
+	for _, ml := range m.Layers {
+		l := &layer{Layer: ml}
+		if ml.Skeleton {
+			var skel bytes.Buffer
+			if err := writeSkeleton(&skel, m); err != nil {
+				return nil, err
+			}
+			l.skeleton = skel.Bytes()
+		}
+		all = append(all, l)
+	}
+	return all, nil
+}
+
+// maxBlob is the largest layer WriteFile lays out: a larger size needs a
+// longer tar header than the one reserved for it.
+const maxBlob = 1<<33 - 1
+
+// WriteFile writes the image archive for m into f, from its start (f is
+// truncated), and returns its size: the bytes Write gives, each store layer
+// read once.
+func WriteFile(ctx context.Context, f *os.File, m *imagemodel.Model, opts Options) (int64, error) {
+	if opts.StoreDir == "" {
+		opts.StoreDir = imagespec.StoreDir
+	}
+	all, err := layersOf(m)
+	if err != nil {
+		return 0, err
+	}
+	if err := f.Truncate(0); err != nil {
+		return 0, fmt.Errorf("writing the archive: %w", err)
+	}
+	// Every layer's size, from the store's metadata.
+	sizes := make([]int64, len(all))
+	for i, l := range all {
+		cw := &digestWriter{h: nopHash{}}
+		if err := l.writeSized(ctx, cw, opts.StoreDir, m.StoreTime); err != nil {
+			return 0, err
+		}
+		if sizes[i] = cw.n; cw.n > maxBlob {
+			// Out of the layout's reach: stream it instead.
+			bw := bufio.NewWriterSize(f, 1<<20)
+			if err := Write(ctx, bw, m, opts); err != nil {
+				return 0, err
+			}
+			if err := bw.Flush(); err != nil {
+				return 0, fmt.Errorf("writing the archive: %w", err)
+			}
+			return f.Seek(0, io.SeekCurrent)
+		}
+	}
+	// The layout: the two directories, then each blob (a header block, the
+	// layer, padding to a block), then the metadata files.
+	const block = 512
+	header := make([]int64, len(all))
+	off := int64(2 * block)
+	for i, n := range sizes {
+		header[i] = off
+		off += block + (n+block-1)/block*block
+	}
+	// The layers, in parallel, each where the layout puts it.
+	var mu sync.Mutex
+	eg, ectx := errgroup.WithContext(ctx)
+	eg.SetLimit(runtime.GOMAXPROCS(0))
+	for i, l := range all {
+		eg.Go(func() error {
+			mu.Lock()
+			report(opts, "write", i, len(all), l)
+			mu.Unlock()
+			dw := &digestWriter{h: sha256.New(), w: io.NewOffsetWriter(f, header[i]+block)}
+			if err := l.write(ectx, dw, opts.StoreDir, m.StoreTime); err != nil {
+				return err
+			}
+			if dw.n != sizes[i] {
+				return fmt.Errorf("layer %d/%d (%s) changed while the image was written: the store must not change", i+1, len(all), l.Description)
+			}
+			l.blob = ocispec.Descriptor{MediaType: ocispec.MediaTypeImageLayer, Digest: dw.digest(), Size: dw.n}
+			return nil
+		})
+	}
+	if err := eg.Wait(); err != nil {
+		return 0, err
+	}
+	if err := distinct(all); err != nil {
+		return 0, err
+	}
+	// The headers, now that the digests name the blobs.
+	headers := &blockWriter{}
+	ow := outer{tw: tar.NewWriter(headers), t: m.Created}
+	if err := ow.dir("blobs/"); err != nil {
+		return 0, err
+	}
+	if err := ow.dir("blobs/sha256/"); err != nil {
+		return 0, err
+	}
+	if _, err := f.WriteAt(headers.take(), 0); err != nil {
+		return 0, fmt.Errorf("writing the archive: %w", err)
+	}
+	for i, l := range all {
+		if err := (outer{tw: tar.NewWriter(headers), t: m.Created}).header(blobPath(l.blob.Digest), l.blob.Size); err != nil {
+			return 0, err
+		}
+		h := headers.take()
+		if len(h) != block {
+			return 0, fmt.Errorf("layer %d/%d: a %d-byte tar header where %d were laid out", i+1, len(all), len(h), block)
+		}
+		if _, err := f.WriteAt(h, header[i]); err != nil {
+			return 0, fmt.Errorf("writing the archive: %w", err)
+		}
+	}
+	tailFiles, err := metadataFiles(m, all)
+	if err != nil {
+		return 0, err
+	}
+	tail := io.NewOffsetWriter(f, off)
+	tw := tar.NewWriter(tail)
+	if err := writeTail(tw, outer{tw: tw, t: m.Created}, tailFiles); err != nil {
+		return 0, err
+	}
+	end, err := tail.Seek(0, io.SeekCurrent)
+	if err != nil {
+		return 0, err
+	}
+	return off + end, nil
+}
+
+// blockWriter collects what a tar writer writes, to take it out.
+type blockWriter struct{ buf bytes.Buffer }
+
+func (b *blockWriter) Write(p []byte) (int, error) { return b.buf.Write(p) }
+func (b *blockWriter) take() []byte {
+	out := bytes.Clone(b.buf.Bytes())
+	b.buf.Reset()
+	return out
+}
+
+// nopHash counts nothing and hashes nothing: sizing a layer.
+type nopHash struct{}
+
+func (nopHash) Write(p []byte) (int, error) { return len(p), nil }
+func (nopHash) Sum(b []byte) []byte         { return b }
+func (nopHash) Reset()                      {}
+func (nopHash) Size() int                   { return 0 }
+func (nopHash) BlockSize() int              { return 1 }
+
+// namedFile is one of the archive's own files.
+type namedFile struct {
+	name string
+	data []byte
+}
+
+// metadataFiles are the files after the layers: the config and manifest
+// blobs, index.json, Docker's manifest.json and oci-layout.
+func metadataFiles(m *imagemodel.Model, all []*layer) ([]namedFile, error) {
+	s := m.Spec
+	config, err := imageConfig(m, all)
+	if err != nil {
+		return nil, err
 	}
 	configDesc := ocispec.Descriptor{MediaType: ocispec.MediaTypeImageConfig, Digest: digest.FromBytes(config), Size: int64(len(config))}
 	manifest := ocispec.Manifest{
@@ -145,7 +333,7 @@ func Write(ctx context.Context, w io.Writer, m *imagemodel.Model, opts Options) 
 	}
 	manifestJSON, err := json.Marshal(manifest)
 	if err != nil {
-		return fmt.Errorf("encoding the manifest: %w", err)
+		return nil, fmt.Errorf("encoding the manifest: %w", err)
 	}
 	ref := s.ImageName + ":" + s.ImageTag
 	manifestDesc := ocispec.Descriptor{
@@ -164,7 +352,7 @@ func Write(ctx context.Context, w io.Writer, m *imagemodel.Model, opts Options) 
 		Manifests: []ocispec.Descriptor{manifestDesc},
 	})
 	if err != nil {
-		return fmt.Errorf("encoding the index: %w", err)
+		return nil, fmt.Errorf("encoding the index: %w", err)
 	}
 	dm := dockerManifest{Config: blobPath(configDesc.Digest), RepoTags: []string{ref}}
 	for _, l := range all {
@@ -172,56 +360,46 @@ func Write(ctx context.Context, w io.Writer, m *imagemodel.Model, opts Options) 
 	}
 	dockerJSON, err := json.Marshal([]dockerManifest{dm})
 	if err != nil {
-		return fmt.Errorf("encoding manifest.json: %w", err)
+		return nil, fmt.Errorf("encoding manifest.json: %w", err)
 	}
 	layout, err := json.Marshal(ocispec.ImageLayout{Version: ocispec.ImageLayoutVersion})
 	if err != nil {
-		return fmt.Errorf("encoding oci-layout: %w", err)
+		return nil, fmt.Errorf("encoding oci-layout: %w", err)
 	}
 
-	// Second pass: the archive.
-	tw := tar.NewWriter(w)
-	ow := outer{tw: tw, t: m.Created}
-	if err := ow.dir("blobs/"); err != nil {
-		return err
-	}
-	if err := ow.dir("blobs/sha256/"); err != nil {
-		return err
-	}
-	written := map[digest.Digest]bool{}
-	for i, l := range all {
-		if written[l.blob.Digest] {
-			continue // two identical layers (an empty skeleton twice, say) share a blob
-		}
-		written[l.blob.Digest] = true
-		report(opts, "write", i, len(all), l)
-		if err := ow.header(blobPath(l.blob.Digest), l.blob.Size); err != nil {
-			return err
-		}
-		dw := &digestWriter{h: sha256.New(), w: tw}
-		if err := l.write(ctx, dw, opts.StoreDir, m.StoreTime); err != nil {
-			return err
-		}
-		if dw.digest() != l.blob.Digest || dw.n != l.blob.Size {
-			return fmt.Errorf("layer %d/%d (%s) changed while the image was written: the store must not change", i+1, len(all), l.Description)
-		}
-	}
-	for _, f := range []struct {
-		name string
-		data []byte
-	}{
+	return []namedFile{
 		{blobPath(configDesc.Digest), config},
 		{blobPath(manifestDesc.Digest), manifestJSON},
 		{"index.json", index},
 		{"manifest.json", dockerJSON},
 		{ocispec.ImageLayoutFile, layout},
-	} {
+	}, nil
+}
+
+// writeTail writes the metadata files and ends the archive.
+func writeTail(tw *tar.Writer, ow outer, files []namedFile) error {
+	for _, f := range files {
 		if err := ow.file(f.name, f.data); err != nil {
 			return err
 		}
 	}
 	if err := tw.Close(); err != nil {
 		return fmt.Errorf("finishing the archive: %w", err)
+	}
+	return nil
+}
+
+// distinct checks that no two layers have the same digest: the archive
+// holds each layer's blob once per layer. Store layers hold disjoint,
+// non-empty sets of store paths and the skeleton holds no store path, so
+// two equal layers would mean a broken model.
+func distinct(all []*layer) error {
+	seen := map[digest.Digest]int{}
+	for i, l := range all {
+		if j, ok := seen[l.blob.Digest]; ok {
+			return fmt.Errorf("layers %d and %d are identical (%s)", j+1, i+1, l.blob.Digest)
+		}
+		seen[l.blob.Digest] = i
 	}
 	return nil
 }
@@ -238,6 +416,16 @@ func (l *layer) write(ctx context.Context, w io.Writer, storeDir string, t time.
 		return err
 	}
 	return WriteStoreLayer(ctx, w, storeDir, l.Paths, t)
+}
+
+// writeSized writes a tar of the layer's size to w without reading a file's
+// content: the same headers, placeholder content.
+func (l *layer) writeSized(ctx context.Context, w io.Writer, storeDir string, t time.Time) error {
+	if l.Skeleton {
+		_, err := w.Write(l.skeleton)
+		return err
+	}
+	return storeLayer(ctx, w, storeDir, l.Paths, t, true)
 }
 
 func blobPath(d digest.Digest) string {
@@ -327,6 +515,10 @@ func (o outer) file(name string, data []byte) error {
 // read from storeDir, to w: /nix and /nix/store (so that the layer unpacks on
 // its own), then the paths, every entry with mtime t.
 func WriteStoreLayer(ctx context.Context, w io.Writer, storeDir string, paths []string, t time.Time) error {
+	return storeLayer(ctx, w, storeDir, paths, t, false)
+}
+
+func storeLayer(ctx context.Context, w io.Writer, storeDir string, paths []string, t time.Time, sizeOnly bool) error {
 	tw := tar.NewWriter(w)
 	for _, p := range imagemodel.StoreParents {
 		d := strings.TrimPrefix(p, "/") + "/"
@@ -341,7 +533,7 @@ func WriteStoreLayer(ctx context.Context, w io.Writer, storeDir string, paths []
 			return fmt.Errorf("%s is not in %s", p, imagespec.StoreDir)
 		}
 		base := path.Base(p)
-		if err := addTree(ctx, tw, filepath.Join(storeDir, base), "nix/store/"+base, t); err != nil {
+		if err := addTree(ctx, tw, filepath.Join(storeDir, base), "nix/store/"+base, t, sizeOnly); err != nil {
 			return err
 		}
 	}
@@ -352,8 +544,9 @@ func WriteStoreLayer(ctx context.Context, w io.Writer, storeDir string, paths []
 }
 
 // addTree adds src as name, and below it everything in it, depth first
-// with names sorted.
-func addTree(ctx context.Context, tw *tar.Writer, src, name string, t time.Time) error {
+// with names sorted; with sizeOnly, files' content is not read (placeholder
+// bytes of the same length).
+func addTree(ctx context.Context, tw *tar.Writer, src, name string, t time.Time, sizeOnly bool) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
@@ -376,7 +569,7 @@ func addTree(ctx context.Context, tw *tar.Writer, src, name string, t time.Time)
 			return err
 		}
 		for _, e := range entries {
-			if err := addTree(ctx, tw, filepath.Join(src, e.Name()), name+"/"+e.Name(), t); err != nil {
+			if err := addTree(ctx, tw, filepath.Join(src, e.Name()), name+"/"+e.Name(), t, sizeOnly); err != nil {
 				return err
 			}
 		}
@@ -394,6 +587,14 @@ func addTree(ctx context.Context, tw *tar.Writer, src, name string, t time.Time)
 	case m.IsRegular():
 		// Hard links (nix-store --optimise) become regular files: each
 		// layer stands alone.
+		if sizeOnly {
+			hdr.Typeflag, hdr.Size = tar.TypeReg, fi.Size()
+			if err := tw.WriteHeader(hdr); err != nil {
+				return fmt.Errorf("adding %s: %w", src, err)
+			}
+			_, err := io.CopyN(tw, placeholder{}, fi.Size())
+			return err
+		}
 		f, err := os.Open(src)
 		if err != nil {
 			return err
@@ -457,3 +658,8 @@ func writeSkeleton(w io.Writer, m *imagemodel.Model) error {
 	}
 	return nil
 }
+
+// placeholder reads as any bytes: sizing a tar without reading files.
+type placeholder struct{}
+
+func (placeholder) Read(p []byte) (int, error) { return len(p), nil }

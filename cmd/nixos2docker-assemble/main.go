@@ -11,7 +11,6 @@
 package main
 
 import (
-	"bufio"
 	"context"
 	"errors"
 	"flag"
@@ -115,7 +114,10 @@ func assemble(ctx context.Context, specPath, out, storeDir string, rest []string
 		}
 	}
 	start := time.Now()
-	size, err := writeAtomically(out, func(w io.Writer) error { return archive.Write(ctx, w, model, opts) })
+	size, err := writeAtomically(out, func(f *os.File) error {
+		_, err := archive.WriteFile(ctx, f, model, opts)
+		return err
+	})
 	if err != nil {
 		return err
 	}
@@ -127,7 +129,7 @@ func assemble(ctx context.Context, specPath, out, storeDir string, rest []string
 
 // writeAtomically writes through a temporary file in out's directory and
 // renames it to out only when write succeeded.
-func writeAtomically(out string, write func(io.Writer) error) (size int64, err error) {
+func writeAtomically(out string, write func(*os.File) error) (size int64, err error) {
 	f, err := os.CreateTemp(filepath.Dir(out), "."+filepath.Base(out)+".tmp-*")
 	if err != nil {
 		return 0, fmt.Errorf("creating the output: %w", err)
@@ -138,12 +140,8 @@ func writeAtomically(out string, write func(io.Writer) error) (size int64, err e
 			os.Remove(f.Name())
 		}
 	}()
-	bw := bufio.NewWriterSize(f, 1<<20)
-	if err := write(bw); err != nil {
+	if err := write(f); err != nil {
 		return 0, err
-	}
-	if err := bw.Flush(); err != nil {
-		return 0, fmt.Errorf("writing %s: %w", out, err)
 	}
 	fi, err := f.Stat()
 	if err != nil {
