@@ -57,11 +57,10 @@ func scanGo(root string, files []string) ([]use, error) {
 			if err != nil || name == "" {
 				return true
 			}
-			if strings.Contains(name, "/") {
-				if !filepath.IsAbs(name) {
-					return true
-				}
-				name = filepath.Base(name)
+			// An absolute path is listed as such (a file the table checks
+			// for, like /usr/lib/apt/apt-helper, which is not on PATH).
+			if strings.Contains(name, "/") && !filepath.IsAbs(name) {
+				return true
 			}
 			uses = append(uses, use{name, f, fset.Position(bl.Pos()).Line})
 			return true
