@@ -226,7 +226,7 @@ func (e *testEnv) buildxPush(ctx context.Context, file, dir, ref string) (scaled
 			nixEnd = *v.Completed
 		}
 		if !v.Cached && v.Started != nil {
-			b.ran = append(b.ran, v.Name)
+			b.ran = append(b.ran, fmt.Sprintf("%s (%.2f s)", v.Name, v.Completed.Sub(*v.Started).Seconds()))
 		}
 	}
 	if !nixEnd.IsZero() {
