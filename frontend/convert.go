@@ -41,6 +41,9 @@ type Request struct {
 	// Layering is how the image's layers are combined on this builder
 	// (chooseLayering, from its capabilities).
 	Layering nix2llb.Layering
+	// RerunNix runs the Nix step even when it is cached (the store cache
+	// lost what it built), without re-making the cached layers.
+	RerunNix bool
 }
 
 // newRequest is one platform's request from what every build has read.
@@ -79,6 +82,9 @@ type Stage struct {
 	Plan       nixeval.Plan
 	Invocation *nixeval.Invocation
 	State      llb.State
+	// Builder is the stage's LLB and what the layer steps share with it
+	// (the builder image, the store cache).
+	Builder *nix2llb.Stage
 }
 
 // ParseFile parses the user's file; its errors are *nixfile.Error.
@@ -160,7 +166,7 @@ func newStage(req Request, targets bool) (*Stage, error) {
 		NetworkMode:    req.Client.NetworkMode,
 		RunOptions:     req.runOptions(),
 		CacheNamespace: req.Client.CacheIDNamespace,
-		IgnoreCache:    req.ignoreCache(),
+		IgnoreCache:    req.ignoreCache() || req.RerunNix,
 		Description:    description(p, targets),
 		ResolveMode:    req.Client.ImageResolveMode,
 		MetaResolver:   req.MetaResolver,
@@ -172,7 +178,7 @@ func newStage(req Request, targets bool) (*Stage, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Stage{Request: req, Plan: p, Invocation: inv, State: st}, nil
+	return &Stage{Request: req, Plan: p, Invocation: inv, State: st.State, Builder: st}, nil
 }
 
 // ResultError turns a failed Nix evaluation into an error located in the
@@ -200,7 +206,7 @@ func (s *Stage) Image(spec *imagespec.Spec) (*nix2llb.Image, error) {
 	if spec.System != s.Plan.System {
 		return nil, fmt.Errorf("the image spec is for %s, but %s was requested", spec.System, s.Plan.System)
 	}
-	return NewImage(s.State, s.Invocation.OutDir, spec, ImageOptions{
+	return NewImage(s.Builder.Tools, s.Builder.Store, spec, ImageOptions{
 		Epoch:       s.Request.Options.Epoch,
 		Labels:      s.Request.Client.Labels,
 		IgnoreCache: s.Request.ignoreCache(),
@@ -209,16 +215,17 @@ func (s *Stage) Image(spec *imagespec.Spec) (*nix2llb.Image, error) {
 }
 
 // NewImage decides the image for a validated spec (imagemodel) and renders
-// it from a builder stage's output.
-func NewImage(store llb.State, outDir string, spec *imagespec.Spec, o ImageOptions) (*nix2llb.Image, error) {
+// it: its layer steps run in tools and read the store that the store option
+// mounts (a builder stage's store cache).
+func NewImage(tools llb.State, store llb.RunOption, spec *imagespec.Spec, o ImageOptions) (*nix2llb.Image, error) {
 	m, err := imagemodel.New(spec, imagemodel.Options{Epoch: o.Epoch, Labels: o.Labels})
 	if err != nil {
 		return nil, err
 	}
 	return nix2llb.NewImage(nix2llb.ImageInput{
 		Model:       m,
+		Tools:       tools,
 		Store:       store,
-		StoreDir:    strings.TrimSuffix(outDir, "/") + imagespec.StoreDir,
 		IgnoreCache: o.IgnoreCache,
 		Layering:    o.Layering,
 	})

@@ -29,7 +29,7 @@ import (
 // entry's name, type, mode, owner, time, link and content) and the config
 // (everything but the diff IDs, which hash each renderer's own tar bytes).
 func TestFacesGiveTheSameImage(t *testing.T) {
-	host, _ := buildkitHost(t)
+	host, builder := buildkitHost(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
 	c, err := client.New(ctx, host)
@@ -83,7 +83,7 @@ func TestFacesGiveTheSameImage(t *testing.T) {
 				}
 				root := fakeStore(t, s)
 				fromArchive := archiveFace(t, s, e, root)
-				fromLLB := llbFace(ctx, t, c, s, e, root)
+				fromLLB := llbFace(ctx, t, c, builder, s, e, root)
 				compareImages(t, fromArchive, fromLLB)
 			})
 		}
@@ -152,9 +152,12 @@ func archiveFace(t *testing.T, s *imagespec.Spec, epoch *time.Time, root string)
 	return img
 }
 
-func llbFace(ctx context.Context, t *testing.T, c *client.Client, s *imagespec.Spec, epoch *time.Time, root string) *ocitest.Image {
+// llbFace solves the frontend's LLB: its layer steps run in the builder
+// image and read the fake store, mounted where the store cache would be.
+func llbFace(ctx context.Context, t *testing.T, c *client.Client, builder string, s *imagespec.Spec, epoch *time.Time, root string) *ocitest.Image {
 	t.Helper()
-	img, err := NewImage(llb.Local("store"), "/out", s, ImageOptions{Epoch: epoch})
+	store := llb.AddMount(imagespec.StoreDir, llb.Local("store"), llb.SourcePath("/out"+imagespec.StoreDir), llb.Readonly)
+	img, err := NewImage(llb.Image(builder), store, s, ImageOptions{Epoch: epoch})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -162,13 +165,13 @@ func llbFace(ctx context.Context, t *testing.T, c *client.Client, s *imagespec.S
 	if err != nil {
 		t.Fatal(err)
 	}
-	store, err := fsutil.NewFS(root)
+	storeFS, err := fsutil.NewFS(root)
 	if err != nil {
 		t.Fatal(err)
 	}
 	out := filepath.Join(t.TempDir(), "oci.tar")
 	opt := client.SolveOpt{
-		LocalMounts: map[string]fsutil.FS{"store": store},
+		LocalMounts: map[string]fsutil.FS{"store": storeFS},
 		Exports: []client.ExportEntry{{Type: client.ExporterOCI, Output: func(map[string]string) (io.WriteCloser, error) {
 			return os.Create(out)
 		}}},

@@ -97,7 +97,7 @@ func Build(ctx context.Context, c client.Client) (_ *client.Result, err error) {
 			p = *platform
 		}
 		p = platforms.Normalize(p)
-		res, spec, err := b.image(ctx, p)
+		res, spec, err := b.image(ctx, p, false)
 		if err != nil {
 			return nil, err
 		}
@@ -164,8 +164,10 @@ func (b *build) result(ctx context.Context, stage *Stage, p ocispecs.Platform) (
 	return ref, r, nil
 }
 
-func (b *build) image(ctx context.Context, p ocispecs.Platform) (*dockerui.BuildResult, *imagespec.Spec, error) {
-	stage, err := NewStage(b.request(p))
+func (b *build) image(ctx context.Context, p ocispecs.Platform, rerun bool) (*dockerui.BuildResult, *imagespec.Spec, error) {
+	req := b.request(p)
+	req.RerunNix = rerun
+	stage, err := NewStage(req)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -181,15 +183,40 @@ func (b *build) image(ctx context.Context, p ocispecs.Platform) (*dockerui.Build
 	if err != nil {
 		return nil, nil, err
 	}
+	if err := inClosure(spec, r.Closure); err != nil {
+		return nil, nil, err
+	}
 	img, err := stage.Image(spec)
 	if err != nil {
 		return nil, nil, err
 	}
 	out, err := b.solve(ctx, img.State, p)
+	if err != nil && strings.Contains(err.Error(), nix2llb.MissingExit) && !rerun {
+		// A layer step found the store cache without its paths: the cache
+		// was pruned while the Nix step stayed cached. Run it again, once.
+		return b.image(ctx, p, true)
+	}
 	if err != nil {
 		return nil, nil, err
 	}
 	return &dockerui.BuildResult{Reference: out, Image: img.Config, Epoch: b.opts.Epoch}, spec, nil
+}
+
+// inClosure checks that the spec lists only paths of its own closure as Nix
+// knows it: the layer steps copy what the spec lists from the shared store
+// cache, which may hold other builds' paths, and the spec is a document a
+// derivation wrote.
+func inClosure(spec *imagespec.Spec, closure []string) error {
+	known := make(map[string]bool, len(closure))
+	for _, p := range closure {
+		known[p] = true
+	}
+	for i, p := range spec.Closure {
+		if !known[p.Path] {
+			return fmt.Errorf("the image spec's closure[%d] is %s, which the spec does not reference (Nix's closure of it does not hold it): refusing to copy it", i, p.Path)
+		}
+	}
+	return nil
 }
 
 // listTargets answers `--call targets`: the flake's nixosConfigurations.

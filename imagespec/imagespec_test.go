@@ -3,6 +3,7 @@ package imagespec
 import (
 	"encoding/json"
 	"errors"
+	"fmt"
 	"os"
 	"strings"
 	"testing"
@@ -83,6 +84,9 @@ func TestParseErrors(t *testing.T) {
 		{"not json", []byte("{"), "", "not a JSON object"},
 		{"missing version", mutate(t, func(m map[string]any) { delete(m, "version") }), "version", "missing"},
 		{"unknown version", mutate(t, func(m map[string]any) { m["version"] = 7 }), "version", "unsupported version 7"},
+		{"version 0", mutate(t, func(m map[string]any) { m["version"] = 0 }), "version", "unsupported version 0"},
+		{"later version, other shape", mutate(t, func(m map[string]any) { m["version"] = 2; m["closure"] = "elsewhere" }), "version", "unsupported version 2"},
+		{"not an object", []byte(`[1]`), "", "not a JSON object"},
 		{"missing name", mutate(t, func(m map[string]any) { delete(m, "imageName") }), "imageName", "missing"},
 		{"maxLayers 1", mutate(t, func(m map[string]any) { m["maxLayers"] = 1 }), "maxLayers", "at least 2"},
 		{"maxLayers too many", mutate(t, func(m map[string]any) { m["maxLayers"] = 1000000000 }), "maxLayers", "at most 125"},
@@ -167,5 +171,45 @@ func TestParseErrors(t *testing.T) {
 				t.Errorf("error = %q (field %q), want field %q containing %q", err, se.Field, c.field, c.want)
 			}
 		})
+	}
+}
+
+// bigSpec is the fixture with a closure of n paths, each referencing up to
+// four earlier ones, as a NixOS system's spec has.
+func bigSpec(b *testing.B, n int) []byte {
+	b.Helper()
+	var m map[string]any
+	data, err := os.ReadFile("testdata/spec-v1.json")
+	if err != nil {
+		b.Fatal(err)
+	}
+	if err := json.Unmarshal(data, &m); err != nil {
+		b.Fatal(err)
+	}
+	closure := m["closure"].([]any)
+	for i := range n - len(closure) {
+		p := fmt.Sprintf("%s/%032d-pkg%d-1.0", StoreDir, i, i)
+		refs := []any{p}
+		for k := 1; k <= 4 && k*k <= i; k++ {
+			refs = append(refs, fmt.Sprintf("%s/%032d-pkg%d-1.0", StoreDir, i-k*k, i-k*k))
+		}
+		closure = append(closure, map[string]any{"path": p, "narHash": "sha256:1b8m03r63zqhnjf7l5wnldhh7c134ap5vpj0850ymkq1iyzicy5s", "narSize": 150000, "references": refs})
+	}
+	m["closure"] = closure
+	out, err := json.Marshal(m)
+	if err != nil {
+		b.Fatal(err)
+	}
+	return out
+}
+
+// BenchmarkParse parses a 20,000-path spec (about 6 MB of JSON).
+func BenchmarkParse(b *testing.B) {
+	data := bigSpec(b, 20000)
+	b.SetBytes(int64(len(data)))
+	for b.Loop() {
+		if _, err := Parse(data); err != nil {
+			b.Fatal(err)
+		}
 	}
 }

@@ -19,10 +19,12 @@
 //     virtualisation.dockerVariant, i.e. configuration of the image only;
 //   - body, no flake: nixpkgs.lib.nixosSystem { modules = [ module body ]; }.
 //
-// The stage copies the spec and exactly its closure into OutDir, because a
-// later step can only read the stage's own filesystem, not a cache mount.
-// It writes plain files (StatusFile, LogFile; see ReadResult). Evaluation
-// errors are results (status "error", exit 0) so the frontend can locate
+// The stage copies only the spec into OutDir, with the list of its closure
+// as Nix knows it (ClosureFile); the closure stays in the Nix store (a cache
+// mount of the stage), where each layer step copies its own paths from
+// (frontend/nix2llb), so that the cost of a rebuild follows what changed,
+// not the closure. It writes plain files (StatusFile, LogFile; see
+// ReadResult). Evaluation errors are results (status "error", exit 0) so the frontend can locate
 // them in the file, and so they are cached like any deterministic outcome;
 // a fetch failure (FetchFailurePatterns) or a failed build fails the step
 // instead. Errors eval.nix raises itself carry a "[nixos2docker:WHERE]" tag
@@ -142,7 +144,7 @@ var Secrets = []Secret{
 
 // Modes of the builder stage (run.sh's argument).
 const (
-	ModeBuild   = "build"   // build the image spec, copy it and its closure
+	ModeBuild   = "build"   // build the image spec, copy it, list its closure
 	ModeTargets = "targets" // list the flake's nixosConfigurations
 )
 
@@ -160,7 +162,7 @@ type Invocation struct {
 	Env  []string
 	// ContextDir is where the build context is mounted read-only.
 	ContextDir string
-	// OutDir receives the result files (StatusFile, …) and nix/store/….
+	// OutDir receives the result files (StatusFile, SpecFile, ClosureFile, …).
 	OutDir string
 	// RunDir is a root-only scratch directory that must not outlive the
 	// step (a tmpfs): the access tokens made from secrets go there.

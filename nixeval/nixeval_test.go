@@ -272,8 +272,8 @@ func TestReadResult(t *testing.T) {
 			return []byte(data), nil
 		}
 	}
-	r, err := build.ReadResult(files(map[string]string{"/out/status": "ok\n"}))
-	if err != nil || r.Status != StatusOK || r.Spec != "/out/spec.json" {
+	r, err := build.ReadResult(files(map[string]string{"/out/status": "ok\n", "/out/closure": "/nix/store/a\n/nix/store/b\n"}))
+	if err != nil || r.Status != StatusOK || r.Spec != "/out/spec.json" || !reflect.DeepEqual(r.Closure, []string{"/nix/store/a", "/nix/store/b"}) {
 		t.Errorf("ok: %+v %v", r, err)
 	}
 	r, err = list.ReadResult(files(map[string]string{"/out/status": "ok\n", "/out/targets.json": `["a","b"]`}))
@@ -290,6 +290,7 @@ func TestReadResult(t *testing.T) {
 		msg   string
 	}{
 		{build, map[string]string{}, "reading the builder stage's status"},
+		{build, map[string]string{"/out/status": "ok\n"}, "reading the builder stage's closure"},
 		{build, map[string]string{"/out/status": "error\n"}, "reading the builder stage's log"},
 		{build, map[string]string{"/out/status": "error\n", "/out/log": "\n"}, "empty log"},
 		{build, map[string]string{"/out/status": "maybe\n"}, `unknown status "maybe"`},

@@ -14,6 +14,7 @@ const (
 	StatusFile  = "status"       // "ok" or "error"
 	LogFile     = "log"          // the evaluation's log, when the status is "error"
 	SpecFile    = "spec.json"    // the image spec, when a build's status is "ok"
+	ClosureFile = "closure"      // the spec's closure as Nix knows it, one store path a line, with it
 	TargetsFile = "targets.json" // the flake's nixosConfigurations, when a listing's status is "ok"
 )
 
@@ -21,6 +22,7 @@ const (
 type Result struct {
 	Status  string   // StatusOK or StatusError
 	Spec    string   // the path of the image spec in the stage (a build)
+	Closure []string // the spec's closure as Nix knows it (a build): what a layer may copy
 	Log     string   // the evaluation's log (StatusError)
 	Targets []string // the flake's nixosConfigurations (a listing)
 }
@@ -51,6 +53,11 @@ func (inv *Invocation) ReadResult(read func(name string) ([]byte, error)) (*Resu
 		switch inv.Mode {
 		case ModeBuild:
 			r.Spec = path.Join(inv.OutDir, SpecFile)
+			data, err := file(ClosureFile)
+			if err != nil {
+				return nil, err
+			}
+			r.Closure = strings.Fields(string(data))
 		case ModeTargets:
 			data, err := file(TargetsFile)
 			if err != nil {

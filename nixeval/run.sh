@@ -1,10 +1,12 @@
 #!/bin/sh
 # The nixos2docker builder stage (written into the build by nixeval; POSIX sh,
 # Nix >= 2.8 on PATH: Debian's nix-bin or the nixos/nix image; besides Nix
-# only coreutils, grep and xargs). Runs as root.
+# only coreutils and grep). Runs as root.
 #
-#   sh run.sh build     evaluate, build the image spec, copy it and its closure
-#                       into $NIXOS2DOCKER_OUT (spec.json, nix/store/…)
+#   sh run.sh build     evaluate and build the image spec, copy it to
+#                       $NIXOS2DOCKER_OUT/spec.json and list its closure in
+#                       $NIXOS2DOCKER_OUT/closure (the paths stay in the
+#                       store: each layer step copies its own from there)
 #   sh run.sh targets   list the flake's nixosConfigurations (targets.json)
 #
 # Either way $NIXOS2DOCKER_OUT/status says what happened: "ok", or "error"
@@ -105,23 +107,19 @@ build)
 	spec=$(readlink "$tmp/spec")
 	cp "$spec" "$out/spec.json"
 	chmod 0644 "$out/spec.json"
-	# Exactly the spec's closure, copied out of the store: a later step can
-	# only read what is in this stage's own filesystem (the store may be a
-	# cache mount, which is not part of the output). The list is Nix's own
-	# (the spec references every path it lists; its builder's paths come
-	# along), never one read from the document a derivation wrote; each
-	# entry is checked against the store-path grammar and handed to cp
-	# NUL-separated.
+	# The spec's closure stays in the store (the cache mount): each layer
+	# step copies its own paths from there, so a rebuild copies only what
+	# changed. The list of it is Nix's own (the spec references every path
+	# it lists; its builder's paths come along), never one read from the
+	# document a derivation wrote: the frontend refuses a spec that lists a
+	# path outside it. Each entry is checked against the store-path grammar.
 	nix-store --query --requisites "$spec" >"$tmp/requisites"
 	grep -Fxv "$spec" "$tmp/requisites" >"$tmp/closure" || :
 	if grep -Ev '^/nix/store/[0123456789abcdfghijklmnpqrsvwxyz]{32}-[A-Za-z0-9+._?=-]+$' "$tmp/closure" >&2; then
-		say "the lines above are not store paths: refusing to copy them"
+		say "the lines above are not store paths: refusing them"
 		exit 1
 	fi
-	mkdir -p "$out/nix/store"
-	say "copying $(wc -l <"$tmp/closure") store paths to $out/nix/store"
-	# shellcheck disable=SC2016 # "$@" and "$0" are the inner sh's
-	tr '\n' '\0' <"$tmp/closure" | xargs -0 sh -c 'cp -a "$@" "$0"' "$out/nix/store"
+	cp "$tmp/closure" "$out/closure"
 	echo ok >"$out/status"
 	say "done: $spec"
 	;;

@@ -36,6 +36,8 @@ type buildResult struct {
 	Response *client.SolveResponse
 	Vertices []*client.Vertex // final state of every vertex, by first appearance
 	Logs     string           // vertex logs (stdout/stderr of steps, frontend messages)
+	// StepLogs are the logs of each vertex on their own, by vertex digest.
+	StepLogs map[string]string
 	Took     time.Duration
 }
 
@@ -135,7 +137,7 @@ func (e *testEnv) solve(ctx context.Context, t *testing.T, req buildRequest) (*b
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
-		res.Vertices, res.Logs = collectStatus(ch)
+		res.Vertices, res.Logs, res.StepLogs = collectStepStatus(ch)
 	}()
 	start := time.Now()
 	resp, err := c.Solve(ctx, nil, opt, ch)
@@ -150,9 +152,17 @@ func (e *testEnv) solve(ctx context.Context, t *testing.T, req buildRequest) (*b
 
 // collectStatus drains a status channel into the final state of each vertex and the logs.
 func collectStatus(ch chan *client.SolveStatus) ([]*client.Vertex, string) {
+	v, logs, _ := collectStepStatus(ch)
+	return v, logs
+}
+
+// collectStepStatus is collectStatus with each vertex's logs apart too (the logs of steps that
+// run at once interleave in the whole).
+func collectStepStatus(ch chan *client.SolveStatus) ([]*client.Vertex, string, map[string]string) {
 	byDigest := map[string]*client.Vertex{}
 	var order []string
 	var logs strings.Builder
+	steps := map[string]*strings.Builder{}
 	for s := range ch {
 		for _, v := range s.Vertexes {
 			d := v.Digest.String()
@@ -163,6 +173,12 @@ func collectStatus(ch chan *client.SolveStatus) ([]*client.Vertex, string) {
 		}
 		for _, l := range s.Logs {
 			logs.Write(l.Data)
+			b := steps[l.Vertex.String()]
+			if b == nil {
+				b = &strings.Builder{}
+				steps[l.Vertex.String()] = b
+			}
+			b.Write(l.Data)
 		}
 		for _, w := range s.Warnings {
 			fmt.Fprintf(&logs, "WARNING: %s\n", w.Short)
@@ -172,7 +188,11 @@ func collectStatus(ch chan *client.SolveStatus) ([]*client.Vertex, string) {
 	for _, d := range order {
 		out = append(out, byDigest[d])
 	}
-	return out, logs.String()
+	stepLogs := make(map[string]string, len(steps))
+	for d, b := range steps {
+		stepLogs[d] = b.String()
+	}
+	return out, logs.String(), stepLogs
 }
 
 // prune removes everything from BuildKit's cache (cache mounts included): the next build is cold.

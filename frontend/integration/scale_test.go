@@ -226,7 +226,7 @@ func (e *testEnv) buildxPush(ctx context.Context, file, dir, ref string) (scaled
 			nixEnd = *v.Completed
 		}
 		if !v.Cached && v.Started != nil {
-			b.ran = append(b.ran, v.Name)
+			b.ran = append(b.ran, fmt.Sprintf("%s (%.2f s)", v.Name, v.Completed.Sub(*v.Started).Seconds()))
 		}
 	}
 	if !nixEnd.IsZero() {
@@ -401,4 +401,92 @@ echo "$(wc -l < /tmp/b) $(du -scb $paths | tail -1 | cut -f1) $(wc -l < /tmp/cha
 		closurePaths: int(num(0)), closureBytes: num(1), changedPaths: int(num(2)), changedBytes: num(3),
 		tarClosure: ms(4), gzipClosure: ms(5), tarChanged: ms(6), gzipChanged: ms(7),
 	}
+}
+
+// TestScaledOneChangeRebuild: the toy grown to 200 store paths holding 200 MiB of random data
+// (a size CI affords). After a one-change rebuild (three small paths change), exactly the layers
+// holding a changed path are re-created: only their steps ran (BuildKit's cache status), each
+// copied its own paths and nothing else (the steps' logs), and the Nix step copied no store path.
+func TestScaledOneChangeRebuild(t *testing.T) {
+	e := requireEnv(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Minute)
+	defer cancel()
+	dir := e.toyContext(t)
+	if err := os.WriteFile(filepath.Join(dir, toyFlakeDir, "scale.json"), scaleJSON(200, 200.0/1024), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	before, _ := e.buildToy(ctx, t, dir, nil)
+	changeToy(t, dir)
+	after, res := e.buildToy(ctx, t, dir, nil)
+	t.Logf("one-change rebuild of %d layers took %s", len(after.Layers), res.Took.Round(time.Millisecond))
+
+	old := layerOf(before)
+	oldDigests := map[string]bool{}
+	for _, l := range before.Layers {
+		oldDigests[l.Digest] = true
+	}
+	want := map[string]bool{} // the paths of the layers holding a changed path
+	changedLayers, paths := 0, 0
+	for i, l := range after.Layers {
+		ps := l.StorePaths()
+		paths += len(ps)
+		fresh := slices.ContainsFunc(ps, func(p string) bool { _, ok := old[p]; return !ok })
+		switch {
+		case len(ps) == 0: // the skeleton: it points at the toplevel, which changed
+		case fresh:
+			changedLayers++
+			for _, p := range ps {
+				want[p] = true
+			}
+			if oldDigests[l.Digest] {
+				t.Errorf("layer %d holds a changed path but kept its digest", i+1)
+			}
+		case !oldDigests[l.Digest]:
+			t.Errorf("layer %d (%s) holds only unchanged paths but was re-created", i+1, short(l.Digest))
+		}
+	}
+	if changedLayers == 0 || len(want) > paths/4 {
+		t.Fatalf("%d of %d layers hold changed paths (%d of %d paths): the change is not the small one this test is about", changedLayers, len(after.Layers), len(want), paths)
+	}
+
+	// What ran: the layer steps print the paths they copy; the Nix step says what it builds.
+	copied := map[string]bool{}
+	ranSteps := 0
+	for _, v := range res.Vertices {
+		log := res.StepLogs[v.Digest.String()]
+		if strings.HasPrefix(v.Name, "nix: build") && strings.Contains(log, "copying") {
+			t.Errorf("the Nix step copied store paths:\n%s", tail(log, 10))
+		}
+		if v.Cached || v.Started == nil {
+			continue
+		}
+		for _, line := range strings.Split(log, "\n") {
+			_, list, ok := strings.Cut(line, "nixos2docker: copying ")
+			if !ok {
+				continue
+			}
+			_, list, _ = strings.Cut(list, ":")
+			ranSteps++
+			for _, p := range strings.Fields(list) {
+				if copied[p] {
+					t.Errorf("%s copied twice", p)
+				}
+				copied[p] = true
+			}
+		}
+	}
+	if ranSteps != changedLayers {
+		t.Errorf("%d layer steps ran, want the %d that hold a changed path", ranSteps, changedLayers)
+	}
+	for p := range copied {
+		if !want[p] {
+			t.Errorf("%s was copied, but its layer holds no changed path", p)
+		}
+	}
+	for p := range want {
+		if !copied[p] {
+			t.Errorf("%s is in a re-created layer but no step copied it", p)
+		}
+	}
+	t.Logf("%d of %d layers re-created, %d of %d store paths copied", changedLayers, len(after.Layers)-1, len(copied), paths)
 }

@@ -1,8 +1,16 @@
-// Package llb turns a nixos2docker build into BuildKit LLB: the Nix builder
-// stage that evaluates and builds the image spec, and, from a parsed spec,
-// the image itself (one file op per layer of store paths, plus the
+// Package nix2llb turns a nixos2docker build into BuildKit LLB: the Nix
+// builder stage that evaluates and builds the image spec, and, from an image
+// model, the image itself (one step per layer of store paths, plus the
 // root-filesystem skeleton, merged or stacked: layering.go) with its image
 // config.
+//
+// The closure stays in the builder's Nix store, a BuildKit cache mount: each
+// layer is a run step that mounts that store read-only and copies its own
+// paths into its output. A store path's name fixes its content, so a layer
+// step is fully described by its sorted store paths: BuildKit's cache key
+// for it is that list (with the builder image), and an unchanged layer is a
+// cache hit without a byte of it being read. Only the layers holding a new
+// path run; the Nix step copies nothing.
 //
 // It knows nothing about files or options: the frontend parses those and
 // hands over plain values, so the same code serves the gateway frontend, the
@@ -24,8 +32,8 @@ import (
 )
 
 // NixDir is where the builder stage's persistent Nix store (a cache mount)
-// lives. Its contents are not part of the stage's output, which is why the
-// builder copies the closure into OutDir before the layers read it.
+// lives. Its contents are not part of the stage's output: the layer steps
+// mount it themselves.
 const NixDir = "/nix"
 
 // Mount is a read-only input of the builder step.
@@ -83,22 +91,41 @@ func CacheID(namespace, system string) string {
 // files' snapshot never depends on when it was made.
 var filesTime = time.Unix(1, 0).UTC()
 
+// Stage is the builder stage and what the layer steps share with it.
+type Stage struct {
+	// State is the root filesystem after the Nix step: Invocation.OutDir
+	// holds the result files (nixeval.StatusFile, SpecFile, ClosureFile).
+	State llb.State
+	// Tools is the builder image, which the layer steps run in.
+	Tools llb.State
+	// Store mounts the stage's Nix store cache read-only on NixDir.
+	Store llb.RunOption
+}
+
+// storeSharing lets the Nix steps of concurrent builds and the layer steps
+// use the store cache at once. Nix itself serialises what must be (each
+// path is built under a lock, the database has its own), as it does for the
+// processes of a nix-daemon. With "locked" a layer step would wait for any
+// build's Nix step, and BuildKit gives a "shared" or "private" user of a
+// cache that a "locked" one holds a fresh, empty copy instead of waiting.
+const storeSharing = llb.CacheMountShared
+
 // BuilderStage returns the builder stage: the builder image with the Nix step
-// run on it. Its root filesystem holds Invocation.OutDir afterwards.
-func BuilderStage(b Builder) (llb.State, error) {
+// run on it, and the builder image and store cache for the layer steps.
+func BuilderStage(b Builder) (*Stage, error) {
 	inv := b.Invocation
 	if inv == nil {
-		return llb.State{}, fmt.Errorf("builder stage: no invocation")
+		return nil, fmt.Errorf("builder stage: no invocation")
 	}
 	if b.Image == "" {
-		return llb.State{}, fmt.Errorf("builder stage: no builder image")
+		return nil, fmt.Errorf("builder stage: no builder image")
 	}
 	if len(inv.Args) == 0 {
-		return llb.State{}, fmt.Errorf("builder stage: empty command")
+		return nil, fmt.Errorf("builder stage: empty command")
 	}
 	for _, d := range []string{inv.Dir, inv.ContextDir, inv.OutDir} {
 		if !path.IsAbs(d) {
-			return llb.State{}, fmt.Errorf("builder stage: %q is not an absolute path", d)
+			return nil, fmt.Errorf("builder stage: %q is not an absolute path", d)
 		}
 	}
 	imgOpts := []llb.ImageOption{
@@ -116,7 +143,7 @@ func BuilderStage(b Builder) (llb.State, error) {
 
 	files, err := invocationFiles(inv.Files)
 	if err != nil {
-		return llb.State{}, err
+		return nil, err
 	}
 
 	// The cache mount starts as a copy of the image's own /nix (the official
@@ -136,13 +163,13 @@ func BuilderStage(b Builder) (llb.State, error) {
 		llb.AddMount(inv.Dir, files, llb.Readonly),
 		llb.AddMount(inv.ContextDir, b.Context, llb.Readonly),
 		llb.AddMount(NixDir, seed, llb.SourcePath(NixDir),
-			llb.AsPersistentCacheDir(CacheID(b.CacheNamespace, b.System), llb.CacheMountLocked)),
+			llb.AsPersistentCacheDir(CacheID(b.CacheNamespace, b.System), storeSharing)),
 		llb.Dir(inv.Dir),
 	}
 	for _, e := range inv.Env {
 		k, v, ok := strings.Cut(e, "=")
 		if !ok {
-			return llb.State{}, fmt.Errorf("builder stage: environment entry %q is not KEY=VALUE", e)
+			return nil, fmt.Errorf("builder stage: environment entry %q is not KEY=VALUE", e)
 		}
 		runOpts = append(runOpts, llb.AddEnv(k, v))
 	}
@@ -171,7 +198,11 @@ func BuilderStage(b Builder) (llb.State, error) {
 	if b.IgnoreCache {
 		runOpts = append(runOpts, llb.IgnoreCache)
 	}
-	return img.Run(runOpts...).Root(), nil
+	// The same seed and id: BuildKit keys a cache by both, so the layer
+	// steps see the store the Nix step built into.
+	store := llb.AddMount(NixDir, seed, llb.SourcePath(NixDir), llb.Readonly,
+		llb.AsPersistentCacheDir(CacheID(b.CacheNamespace, b.System), storeSharing))
+	return &Stage{State: img.Run(runOpts...).Root(), Tools: img, Store: store}, nil
 }
 
 // invocationFiles writes the generated files into a scratch state, sorted so

@@ -39,7 +39,7 @@ func TestBuilderStage(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	d := marshal(t, st)
+	d := marshal(t, st.State)
 	exec := d.head.GetExec()
 	if exec == nil {
 		t.Fatalf("builder stage does not end in an exec: %v", d.head)
@@ -65,9 +65,10 @@ func TestBuilderStage(t *testing.T) {
 	}
 	m := mounts["/nix"]
 	if m == nil || m.MountType != pb.MountType_CACHE || m.CacheOpt.ID != "nixos2docker-nix-aarch64-linux" ||
-		m.CacheOpt.Sharing != pb.CacheSharingOpt_LOCKED || m.Selector != "/nix" {
+		m.CacheOpt.Sharing != pb.CacheSharingOpt_SHARED || m.Selector != "/nix" || m.Readonly {
 		t.Errorf("nix cache mount %v", m)
 	}
+	seed := d.head.Inputs[m.Input].Digest
 	// Secrets are root's alone: derivations build as unprivileged users.
 	if m := mounts["/run/secrets/netrc"]; m == nil || m.MountType != pb.MountType_SECRET || m.SecretOpt.ID != "netrc" || !m.SecretOpt.Optional ||
 		m.SecretOpt.Mode != 0o400 || m.SecretOpt.Uid != 0 || m.SecretOpt.Gid != 0 {
@@ -109,6 +110,20 @@ func TestBuilderStage(t *testing.T) {
 	if strings.Join(paths, " ") != "/default.nix /nixos/module.nix" {
 		t.Errorf("files %q", paths)
 	}
+
+	// A step given the stage's store option sees the same cache (same id,
+	// same seed: BuildKit keys a cache mount by both), read-only.
+	layer := marshal(t, st.Tools.Run(llb.Shlex("true"), st.Store).Root())
+	var lm *pb.Mount
+	for _, mm := range layer.head.GetExec().Mounts {
+		if mm.Dest == "/nix" {
+			lm = mm
+		}
+	}
+	if lm == nil || lm.MountType != pb.MountType_CACHE || lm.CacheOpt.ID != m.CacheOpt.ID || lm.CacheOpt.Sharing != m.CacheOpt.Sharing ||
+		!lm.Readonly || lm.Selector != "/nix" || layer.head.Inputs[lm.Input].Digest != seed {
+		t.Errorf("the layer steps' store mount %v is not the Nix step's cache, read-only", lm)
+	}
 }
 
 func TestBuilderStageNetwork(t *testing.T) {
@@ -119,7 +134,7 @@ func TestBuilderStageNetwork(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	d := marshal(t, st)
+	d := marshal(t, st.State)
 	if n := d.head.GetExec().Network; n != pb.NetMode_UNSET {
 		t.Errorf("network %v, want the default with substituters", n)
 	}
@@ -152,7 +167,7 @@ func TestBuilderStageCacheNamespace(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, m := range marshal(t, st).head.GetExec().Mounts {
+	for _, m := range marshal(t, st.State).head.GetExec().Mounts {
 		if m.Dest == "/nix" {
 			if m.CacheOpt.ID != "team-a/nixos2docker-nix-aarch64-linux" {
 				t.Errorf("cache id %q, want the namespace's", m.CacheOpt.ID)

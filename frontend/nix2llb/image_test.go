@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"os"
-	"path"
 	"slices"
 	"strings"
 	"testing"
@@ -61,15 +60,59 @@ func marshal(t *testing.T, st llb.State) *defOps {
 	return d
 }
 
+// The tools image and store of the layer steps, as the builder stage gives them.
+var (
+	testTools = llb.Image("localhost:5000/builder")
+	testStore = llb.AddMount("/nix", llb.Scratch(), llb.AsPersistentCacheDir("test-store", llb.CacheMountShared), llb.Readonly)
+)
+
 func testImage(t *testing.T, epoch *time.Time) (*imagespec.Spec, []imagemodel.Layer, *nix2llb.Image) {
 	s := loadSpec(t)
 	m := model(t, s, epoch)
-	store := llb.Image("localhost:5000/builder").Run(llb.Shlex("true")).Root()
-	img, err := nix2llb.NewImage(nix2llb.ImageInput{Model: m, Store: store, StoreDir: "/out/nix/store"})
+	img, err := nix2llb.NewImage(nix2llb.ImageInput{Model: m, Tools: testTools, Store: testStore})
 	if err != nil {
 		t.Fatal(err)
 	}
 	return s, m.StoreLayers(), img
+}
+
+// layerStep checks a store layer's step and returns the store paths it copies.
+func layerStep(t *testing.T, d *defOps, in *pb.Input, i int) []string {
+	t.Helper()
+	op := d.ops[digest.Digest(in.Digest)]
+	e := op.GetExec()
+	if e == nil {
+		t.Fatalf("layer %d is not a run step: %v", i+1, op)
+	}
+	a := e.Meta.Args
+	if len(a) < 7 || a[0] != "/bin/sh" || a[1] != "-c" || a[3] != "nixos2docker-layer" || a[4] != nix2llb.LayerDir {
+		t.Fatalf("layer %d runs %q", i+1, a)
+	}
+	if a[5] != "1" {
+		t.Errorf("layer %d stamps /nix/store with %s, want the store's time 1 whatever the epoch", i+1, a[5])
+	}
+	if e.Network != pb.NetMode_NONE {
+		t.Errorf("layer %d has network %v", i+1, e.Network)
+	}
+	var out *pb.Mount
+	for _, m := range e.Mounts {
+		switch m.Dest {
+		case "/":
+			if !m.Readonly {
+				t.Errorf("layer %d writes its root file system", i+1)
+			}
+		case "/nix":
+			if m.MountType != pb.MountType_CACHE || m.CacheOpt.ID != "test-store" || !m.Readonly {
+				t.Errorf("layer %d store mount %v", i+1, m)
+			}
+		case nix2llb.LayerDir:
+			out = m
+		}
+	}
+	if out == nil || out.Input != int64(pb.Empty) || out.Output != int64(in.Index) {
+		t.Errorf("layer %d: its output is not a fresh mount at %s (%v, input index %d)", i+1, nix2llb.LayerDir, out, in.Index)
+	}
+	return a[6:]
 }
 
 // nixTime is the store's time: store layers keep it whatever the epoch.
@@ -90,15 +133,15 @@ func TestImageLayers(t *testing.T) {
 	var skeleton *pb.FileOp
 	for i, in := range d.head.Inputs {
 		op := d.ops[digest.Digest(in.Digest)]
-		f := op.GetFile()
-		if f == nil {
-			t.Fatalf("layer %d is not a file op", i+1)
-		}
 		name := d.meta[digest.Digest(in.Digest)].Description["llb.customname"]
 		if !strings.HasPrefix(name, "layer ") {
 			t.Errorf("layer %d has progress name %q", i+1, name)
 		}
 		if i == len(d.head.Inputs)-1 {
+			f := op.GetFile()
+			if f == nil {
+				t.Fatalf("the skeleton layer is not a file op")
+			}
 			c := f.Actions[0].GetCopy()
 			if len(f.Actions) != 2 || c == nil || c.Src != "/" || c.Timestamp != epoch.UnixNano() {
 				t.Fatalf("the skeleton layer is not one copy stamped with the epoch, then the store stamp: %v", f.Actions)
@@ -109,28 +152,12 @@ func TestImageLayers(t *testing.T) {
 			skeleton = d.ops[digest.Digest(op.Inputs[0].Digest)].GetFile()
 			continue
 		}
-		for j, a := range f.Actions {
-			c := a.GetCopy()
-			if c == nil {
-				t.Fatalf("layer %d has a non-copy action %v", i+1, a)
-			}
-			if c.Timestamp != nixTime.UnixNano() {
-				t.Errorf("layer %d: copy to %s has timestamp %d, want the store's time 1 whatever the epoch", i+1, c.Dest, c.Timestamp)
-			}
-			if c.Owner == nil || c.Owner.User.GetByID() != 0 || c.Owner.Group.GetByID() != 0 {
-				t.Errorf("layer %d: copy to %s is not owned by 0:0: %v", i+1, c.Dest, c.Owner)
-			}
-			if j == len(f.Actions)-1 {
-				// The stamp: an empty /nix/store copied over the layer's.
-				if c.Src != "/" || c.Dest != "/" || !c.DirCopyContents {
-					t.Errorf("layer %d does not end with the store stamp: %v", i+1, c)
-				}
-				continue
-			}
-			if c.Src != path.Join("/out/nix/store", path.Base(c.Dest)) || path.Dir(c.Dest) != "/nix/store" {
-				t.Errorf("layer %d copies %s to %s", i+1, c.Src, c.Dest)
-			}
-			copied[c.Dest]++
+		paths := layerStep(t, d, in, i)
+		if !slices.Equal(paths, ls[i].Paths) {
+			t.Errorf("layer %d copies %v, want its paths %v in order", i+1, paths, ls[i].Paths)
+		}
+		for _, p := range paths {
+			copied[p]++
 		}
 	}
 	for _, p := range s.Closure {
@@ -232,12 +259,31 @@ func TestImageWithoutEpoch(t *testing.T) {
 		}
 	}
 	d := marshal(t, img.State)
-	c := d.ops[digest.Digest(d.head.Inputs[0].Digest)].GetFile().Actions[0].GetCopy()
-	if c == nil {
-		t.Fatal("the first layer is not a copy")
+	layerStep(t, d, d.head.Inputs[0], 0) // the store's time 1
+}
+
+// A layer step is described by its store paths alone: the same paths give
+// the same step whatever else is in the image or when it is built, so
+// BuildKit finds an unchanged layer in its cache without reading the store.
+func TestLayerStepIsItsPaths(t *testing.T) {
+	s := loadSpec(t)
+	epoch := time.Unix(1700000000, 0).UTC()
+	a, err := nix2llb.NewImage(nix2llb.ImageInput{Model: model(t, s, nil), Tools: testTools, Store: testStore})
+	if err != nil {
+		t.Fatal(err)
 	}
-	if c.Timestamp != time.Unix(1, 0).UnixNano() {
-		t.Errorf("store files get Nix's mtime 1 without an epoch, got %d", c.Timestamp)
+	// Another config, another epoch: the store layers' steps stay the same.
+	s2 := loadSpec(t)
+	s2.Config.Labels = map[string]string{"other": "config"}
+	b, err := nix2llb.NewImage(nix2llb.ImageInput{Model: model(t, s2, &epoch), Tools: testTools, Store: testStore})
+	if err != nil {
+		t.Fatal(err)
+	}
+	da, db := marshal(t, a.State), marshal(t, b.State)
+	for i := range len(da.head.Inputs) - 1 {
+		if da.head.Inputs[i].Digest != db.head.Inputs[i].Digest {
+			t.Errorf("layer %d's step changed with the epoch or the config", i+1)
+		}
 	}
 }
 
@@ -265,15 +311,32 @@ func TestImageDeterministic(t *testing.T) {
 func TestImageIgnoreCache(t *testing.T) {
 	s := loadSpec(t)
 	img, err := nix2llb.NewImage(nix2llb.ImageInput{
-		Model: model(t, s, nil), Store: llb.Scratch(), StoreDir: "/out/nix/store", IgnoreCache: true,
+		Model: model(t, s, nil), Tools: testTools, Store: testStore, IgnoreCache: true,
 	})
 	if err != nil {
 		t.Fatal(err)
 	}
-	d := marshal(t, img.State)
-	for _, in := range d.head.Inputs {
+	again, err := nix2llb.NewImage(nix2llb.ImageInput{
+		Model: model(t, s, nil), Tools: testTools, Store: testStore, IgnoreCache: true,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	d, d2 := marshal(t, img.State), marshal(t, again.State)
+	for i, in := range d.head.Inputs {
+		name := d.meta[digest.Digest(in.Digest)].Description["llb.customname"]
+		op := d.ops[digest.Digest(in.Digest)]
+		if e := op.GetExec(); e != nil {
+			// A layer step with the store cache must not ignore the cache:
+			// BuildKit would empty the store for it. A new step each time.
+			if d.meta[digest.Digest(in.Digest)].IgnoreCache || in.Digest == d2.head.Inputs[i].Digest {
+				t.Errorf("layer %s: IgnoreCache %v, the same step in two --no-cache builds: %v", name,
+					d.meta[digest.Digest(in.Digest)].IgnoreCache, in.Digest == d2.head.Inputs[i].Digest)
+			}
+			continue
+		}
 		if !d.meta[digest.Digest(in.Digest)].IgnoreCache {
-			t.Errorf("layer %s is not redone with --no-cache", d.meta[digest.Digest(in.Digest)].Description["llb.customname"])
+			t.Errorf("layer %s is not redone with --no-cache", name)
 		}
 	}
 }
@@ -306,10 +369,9 @@ func syntheticSpec(t testing.TB, n int) *imagespec.Spec {
 func BenchmarkNewImage(b *testing.B) {
 	s := syntheticSpec(b, 2000)
 	m := model(b, s, nil)
-	store := llb.Image("localhost:5000/builder").Run(llb.Shlex("true")).Root()
 	b.ResetTimer()
 	for b.Loop() {
-		img, err := nix2llb.NewImage(nix2llb.ImageInput{Model: m, Store: store, StoreDir: "/out/nix/store"})
+		img, err := nix2llb.NewImage(nix2llb.ImageInput{Model: m, Tools: testTools, Store: testStore})
 		if err != nil {
 			b.Fatal(err)
 		}
@@ -319,15 +381,34 @@ func BenchmarkNewImage(b *testing.B) {
 	}
 }
 
+// stackBase is the input index an op of a stacked image builds on: the
+// layer step's output mount, or the skeleton's first action's input; -1 on
+// scratch.
+func stackBase(t *testing.T, op *pb.Op) int64 {
+	t.Helper()
+	if e := op.GetExec(); e != nil {
+		for _, m := range e.Mounts {
+			if m.Dest == nix2llb.LayerDir {
+				return m.Input
+			}
+		}
+		t.Fatalf("layer step without an output at %s: %v", nix2llb.LayerDir, op)
+	}
+	if f := op.GetFile(); f != nil {
+		return f.Actions[0].Input
+	}
+	t.Fatalf("stacked layer is neither a run step nor a file op: %v", op)
+	return 0
+}
+
 // TestImageStacked: without MergeOp, the same layer ops are stacked, each on
-// the previous layer's result: the same actions in the same order, every
-// op one layer, the bottom one the very op of the merged image.
+// the previous layer's result: the same steps in the same order, every op
+// one layer, the bottom one the very op of the merged image.
 func TestImageStacked(t *testing.T) {
 	s := loadSpec(t)
 	m := model(t, s, nil)
-	store := llb.Image("localhost:5000/builder").Run(llb.Shlex("true")).Root()
 	render := func(l nix2llb.Layering) *defOps {
-		img, err := nix2llb.NewImage(nix2llb.ImageInput{Model: m, Store: store, StoreDir: "/out/nix/store", Layering: l})
+		img, err := nix2llb.NewImage(nix2llb.ImageInput{Model: m, Tools: testTools, Store: testStore, Layering: l})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -345,37 +426,28 @@ func TestImageStacked(t *testing.T) {
 	// Walk the stack down its base inputs: top layer first.
 	var chain []*pb.Op
 	for op := stacked.head; ; {
-		f := op.GetFile()
-		if f == nil {
-			t.Fatalf("stacked layer %d is not a file op: %v", len(chain)+1, op)
-		}
 		chain = append(chain, op)
-		base := f.Actions[0].Input
-		if base < 0 { // the bottom layer: on scratch
+		base := stackBase(t, op)
+		if base < 0 {
 			break
 		}
 		op = stacked.ops[digest.Digest(op.Inputs[base].Digest)]
 	}
 	if len(chain) != len(m.Layers) {
-		t.Fatalf("stack of %d file ops, want one per layer (%d)", len(chain), len(m.Layers))
+		t.Fatalf("stack of %d ops, want one per layer (%d)", len(chain), len(m.Layers))
 	}
 	for i, in := range merged.head.Inputs {
 		mop := merged.ops[digest.Digest(in.Digest)]
 		sop := chain[len(chain)-1-i]
 		name := merged.meta[digest.Digest(in.Digest)].Description["llb.customname"]
-		if len(mop.GetFile().Actions) != len(sop.GetFile().Actions) {
-			t.Errorf("%s: %d actions merged, %d stacked", name, len(mop.GetFile().Actions), len(sop.GetFile().Actions))
+		if me, se := mop.GetExec(), sop.GetExec(); me != nil || se != nil {
+			if me == nil || se == nil || !slices.Equal(me.Meta.Args, se.Meta.Args) {
+				t.Errorf("%s: the layer steps differ", name)
+			}
 			continue
 		}
-		for j, ma := range mop.GetFile().Actions {
-			sa := sop.GetFile().Actions[j]
-			mc, sc := ma.GetCopy(), sa.GetCopy()
-			if mc == nil || sc == nil {
-				t.Fatalf("%s: action %d is not a copy in both", name, j)
-			}
-			if mc.Src != sc.Src || mc.Dest != sc.Dest || mc.Timestamp != sc.Timestamp || mc.DirCopyContents != sc.DirCopyContents || mc.ModeStr != sc.ModeStr {
-				t.Errorf("%s: action %d differs: merged %v, stacked %v", name, j, mc, sc)
-			}
+		if len(mop.GetFile().Actions) != len(sop.GetFile().Actions) {
+			t.Errorf("%s: %d actions merged, %d stacked", name, len(mop.GetFile().Actions), len(sop.GetFile().Actions))
 		}
 	}
 	// The bottom op of the stack is the merge's first input (same digest, so
@@ -390,7 +462,7 @@ func TestImageStacked(t *testing.T) {
 }
 
 // TestLayeringCaps: merging needs MergeOp, stacking does not; both need the
-// file op.
+// file op and the run step with a cache mount.
 func TestLayeringCaps(t *testing.T) {
 	ctx := context.Background()
 	merged, err := nix2llb.Merged.Caps(ctx)
@@ -405,7 +477,7 @@ func TestLayeringCaps(t *testing.T) {
 	if !has(merged, pb.CapMergeOp) || has(stacked, pb.CapMergeOp) {
 		t.Errorf("mergeop: merged needs %v, stacked %v", merged, stacked)
 	}
-	for _, c := range []apicaps.CapID{pb.CapFileBase} {
+	for _, c := range []apicaps.CapID{pb.CapFileBase, pb.CapExecMetaBase, pb.CapExecMountCache, pb.CapExecMountCacheSharing} {
 		if !has(merged, c) || !has(stacked, c) {
 			t.Errorf("%s missing: merged needs %v, stacked %v", c, merged, stacked)
 		}

@@ -53,8 +53,9 @@ func (l Layering) Cost() string {
 	return "each layer is built and cached on its own, so a change re-creates only the layers holding it"
 }
 
-// LayerStep makes one layer: its base plus the layer's content, in one op,
-// so that the op's result minus its base is the layer.
+// LayerStep makes one layer: its base plus the layer's content, in one op
+// (a run step that copies store paths, or the skeleton's file op), so that
+// the op's result minus its base is the layer.
 type LayerStep func(base llb.State) llb.State
 
 // Combine makes the root filesystem from the layers' steps, bottom to top.
@@ -101,7 +102,9 @@ func (l Layering) Caps(ctx context.Context) ([]apicaps.CapID, error) {
 		},
 		Skeleton: skeleton,
 	}
-	img, err := NewImage(ImageInput{Model: m, Store: llb.Scratch(), StoreDir: "/out/nix/store", Layering: l})
+	// The store as the builder stage mounts it: a read-only cache mount.
+	store := llb.AddMount(NixDir, llb.Scratch(), llb.Readonly, llb.AsPersistentCacheDir("caps", storeSharing))
+	img, err := NewImage(ImageInput{Model: m, Tools: llb.Image("caps"), Store: store, Layering: l})
 	if err != nil {
 		return nil, fmt.Errorf("%s layering: %w", l, err)
 	}
