@@ -64,13 +64,16 @@ fi
 echo "nixos2docker: copying $# store paths:" "$@" >&2
 mkdir -p "$out/nix/store"
 cp -RPp -- "$@" "$out/nix/store/"
-for p in "$@"; do
-	chown -hR 0:0 "$out/nix/store/${p##*/}"
-	find "$out/nix/store/${p##*/}" -depth -exec touch -h -d "@$t" {} +
+cd "$out/nix/store"
+for p; do
+	set -- "$@" "${p##*/}"
+	shift
 done
-chown 0:0 "$out/nix" "$out/nix/store"
-chmod 0755 "$out/nix" "$out/nix/store"
-touch -h -d "@$t" "$out/nix/store" "$out/nix"
+chown -hR 0:0 -- "$@"
+chown -h 0:0 . ..
+chmod 0755 . ..
+find "$@" -depth -exec touch -h -d "@$t" {} +
+touch -h -d "@$t" . ..
 `
 
 // BuildKit empties a cache mount for every step that has it and ignores the
