@@ -6,6 +6,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/containerd/platforms"
 	"github.com/moby/buildkit/client/llb"
 	"github.com/moby/buildkit/frontend/dockerui"
 	nixos2docker "github.com/nixos2docker/nixos2docker"
@@ -106,7 +107,20 @@ func plan(req Request) (nixeval.Plan, error) {
 		NixConfig:    req.Options.NixConfig,
 		Platform:     req.Platform,
 		Substituters: req.Options.Substituters,
+		Emulated:     emulated(req.Client.BuildPlatforms, req.Platform),
 	})
+}
+
+// emulated says whether a step for platform p runs under emulation on this
+// builder: p is not what its worker runs natively (the first of the
+// worker's platforms, which dockerui puts first in BuildPlatforms; the others
+// are those binfmt_misc adds). A multi-node builder sends each platform to a
+// node of its own, whose worker then runs it natively.
+func emulated(build []ocispecs.Platform, p ocispecs.Platform) bool {
+	if len(build) == 0 {
+		return false
+	}
+	return !platforms.Only(build[0]).Match(platforms.Normalize(p))
 }
 
 // description names the Nix step in progress output, e.g. "nix: build

@@ -41,13 +41,14 @@ func debugLLB(ctx context.Context, args []string, stdout, stderr io.Writer, modu
 	file := fs.String("f", "", "the nixos2docker file")
 	specFile := fs.String("spec", "", "an image spec (spec.json) to build the image from")
 	noMerge := fs.Bool("no-mergeop", false, "render the image for a builder without MergeOp (Docker's classic image store)")
+	buildPlatform := fs.String("build-platform", platforms.Format(platforms.DefaultSpec()), "the builder's native platform (other target platforms are emulated there)")
 	var opts optList
 	fs.Var(&opts, "opt", "a frontend option key=value (repeatable)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
 	if *file == "" || fs.NArg() != 0 {
-		return errors.New("usage: nixos2docker-frontend llb -f FILE [--opt key=value]... [--spec SPEC.json [--no-mergeop]]")
+		return errors.New("usage: nixos2docker-frontend llb -f FILE [--opt key=value]... [--build-platform P] [--spec SPEC.json [--no-mergeop]]")
 	}
 	data, err := os.ReadFile(*file)
 	if err != nil {
@@ -62,7 +63,11 @@ func debugLLB(ctx context.Context, args []string, stdout, stderr io.Writer, modu
 	if *noMerge {
 		caps = capsWithout("--no-mergeop", pb.CapMergeOp)
 	}
-	bc, err := dockerui.NewClient(optionsOnly{opts: attrs, caps: caps})
+	native, err := platforms.Parse(*buildPlatform)
+	if err != nil {
+		return fmt.Errorf("-build-platform: %w", err)
+	}
+	bc, err := dockerui.NewClient(optionsOnly{opts: attrs, caps: caps, native: platforms.Normalize(native)})
 	if err != nil {
 		return fmt.Errorf("--opt: %w", err)
 	}
@@ -162,10 +167,13 @@ type optionsOnly struct {
 	gwclient.Client
 	opts map[string]string
 	caps apicaps.CapSet
+	// native is the worker's own platform, as a gateway reports it first.
+	native ocispecs.Platform
 }
 
 func (c optionsOnly) BuildOpts() gwclient.BuildOpts {
-	return gwclient.BuildOpts{Opts: c.opts, Product: "nixos2docker-llb", LLBCaps: c.caps}
+	return gwclient.BuildOpts{Opts: c.opts, Product: "nixos2docker-llb", LLBCaps: c.caps,
+		Workers: []gwclient.WorkerInfo{{ID: "llb", Platforms: []ocispecs.Platform{c.native}}}}
 }
 
 func platformOpt(p ocispecs.Platform) llb.ConstraintsOpt { return llb.Platform(p) }

@@ -115,7 +115,8 @@ func TestGolden(t *testing.T) {
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
-			out, err := runDebug(t, c.args...)
+			// As on an amd64 builder, wherever the test runs.
+			out, err := runDebug(t, append([]string{"-build-platform", "linux/amd64"}, c.args...)...)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -153,6 +154,94 @@ func firstDiff(want, got string) string {
 		}
 	}
 	return ""
+}
+
+// nixConfs returns, per target platform, the nix.conf the builder stage
+// writes for the Nix step (the Mkfile data the golden files mask).
+func nixConfs(t *testing.T, out string) map[string]string {
+	t.Helper()
+	confs := map[string]string{}
+	platform := ""
+	for _, line := range strings.Split(strings.TrimSpace(out), "\n") {
+		var v struct {
+			Stage    string
+			Platform string
+			Op       struct {
+				Op struct {
+					File struct {
+						Actions []struct {
+							Action struct {
+								Mkfile *struct {
+									Path string
+									Data []byte
+								}
+							}
+						}
+					}
+				}
+			}
+		}
+		if err := json.Unmarshal([]byte(line), &v); err != nil {
+			t.Fatalf("output line is not JSON: %s", line)
+		}
+		if v.Stage != "" {
+			platform = v.Platform
+		}
+		for _, a := range v.Op.Op.File.Actions {
+			if m := a.Action.Mkfile; m != nil && m.Path == "/nix.conf" {
+				confs[platform] = string(m.Data)
+			}
+		}
+	}
+	return confs
+}
+
+// TestEmulatedNixStep: a Nix step for a platform the builder does not run
+// natively (qemu-user through binfmt_misc) gets filter-syscalls = false, as
+// Nix's seccomp filter cannot be loaded there; a native one keeps the
+// filter; NIX_CONFIG, written after it, can turn it back on.
+func TestEmulatedNixStep(t *testing.T) {
+	const off = "\nfilter-syscalls = false\n"
+	for _, tt := range []struct {
+		build    string
+		emulated map[string]bool
+	}{
+		{"linux/amd64", map[string]bool{"linux/amd64": false, "linux/arm64": true}},
+		{"linux/arm64", map[string]bool{"linux/amd64": true, "linux/arm64": false}},
+		{"linux/arm64/v8", map[string]bool{"linux/amd64": true, "linux/arm64": false}},
+	} {
+		t.Run(tt.build, func(t *testing.T) {
+			out, err := runDebug(t, "-build-platform", tt.build, "-f", "testdata/flake.nix2docker", "--opt", "platform=linux/amd64,linux/arm64")
+			if err != nil {
+				t.Fatal(err)
+			}
+			confs := nixConfs(t, out)
+			if len(confs) != 2 {
+				t.Fatalf("nix.conf for %d platforms, want 2: %v", len(confs), confs)
+			}
+			for p, want := range tt.emulated {
+				conf, ok := confs[p]
+				if !ok {
+					t.Fatalf("no nix.conf for %s", p)
+				}
+				if got := strings.Contains(conf, off); got != want {
+					t.Errorf("on a %s builder, the %s Nix step has filter-syscalls = false: %v, want %v:\n%s", tt.build, p, got, want, conf)
+				}
+			}
+		})
+	}
+	out, err := runDebug(t, "-build-platform", "linux/amd64", "-f", "testdata/flake.nix2docker", "--opt", "platform=linux/arm64",
+		"--opt", "build-arg:"+ArgNixConfig+"=filter-syscalls = true")
+	if err != nil {
+		t.Fatal(err)
+	}
+	conf := nixConfs(t, out)["linux/arm64"]
+	if i, j := strings.Index(conf, off), strings.Index(conf, "\nfilter-syscalls = true\n"); i < 0 || j < i {
+		t.Errorf("NIX_CONFIG's filter-syscalls = true does not come after the frontend's false:\n%s", conf)
+	}
+	if _, err := runDebug(t, "-build-platform", "linux/nope/x/y", "-f", "testdata/flake.nix2docker"); err == nil || !strings.Contains(err.Error(), "-build-platform") {
+		t.Errorf("a bad -build-platform: %v", err)
+	}
 }
 
 // TestDebugStages checks what the golden files hold, so a careless -update

@@ -81,6 +81,9 @@ type Plan struct {
 	// Substituters says whether binary caches may be used (real builds:
 	// true; offline tests: false, which also spares Nix its retries).
 	Substituters bool
+	// Emulated says the stage runs under user-mode emulation (qemu-user
+	// through binfmt_misc), where Nix cannot load its seccomp filter.
+	Emulated bool
 	// FlakeRef and NixpkgsRef are Flake and Nixpkgs parsed and checked
 	// (NewPlan sets them; a plan written by hand has them parsed when the
 	// stage is made).
@@ -321,6 +324,15 @@ warn-dirty = false
 `)
 	if !plan.Substituters {
 		b.WriteString("# Offline: no binary caches (and no retries against them).\nsubstituters =\n")
+	}
+	if plan.Emulated {
+		// qemu-user cannot load a seccomp filter for the program it
+		// emulates, so Nix's (which keeps builders from making setuid or
+		// setgid files, ACLs and extended attributes) would fail every
+		// build. Inside the step nobody but root and the build users runs,
+		// and Nix resets the modes of what it registers; NIX_CONFIG may
+		// still turn it back on (it comes last).
+		b.WriteString("# The step runs emulated (qemu-user), where Nix's seccomp filter cannot be loaded.\nfilter-syscalls = false\n")
 	}
 	for _, s := range Secrets {
 		switch s.ID {

@@ -114,12 +114,12 @@ func TestNewPlan(t *testing.T) {
 
 	// Build arguments override the directives (and then errors point at line 1).
 	p, err = NewPlan(f, Options{Flake: "github:o/r#db", Nixpkgs: "github:NixOS/nixpkgs/nixos-25.11", Target: "x", NixConfig: "cores = 2",
-		Platform: ocispecs.Platform{OS: "linux", Architecture: "arm64"}})
+		Platform: ocispecs.Platform{OS: "linux", Architecture: "arm64"}, Emulated: true})
 	if err != nil {
 		t.Fatal(err)
 	}
 	if p.Flake != "github:o/r#db" || p.FlakeLine != 0 || p.Nixpkgs != "github:NixOS/nixpkgs/nixos-25.11" || p.NixpkgsLine != 0 ||
-		p.Target != "x" || p.System != "aarch64-linux" || p.NixConfig != "cores = 2" {
+		p.Target != "x" || p.System != "aarch64-linux" || p.NixConfig != "cores = 2" || !p.Emulated {
 		t.Errorf("overrides: %+v", p)
 	}
 }
@@ -173,7 +173,7 @@ func TestGolden(t *testing.T) {
 		{"flake-target", false, Plan{Flake: ".#web", System: "x86_64-linux", Substituters: true}},
 		{"toy-offline", false, Plan{Flake: ".?dir=examples/toy#toy", System: "x86_64-linux"}},
 		{"flake-body", false, Plan{Flake: "github:o/r#x", Target: "web", Body: "{ services.nginx.enable = true; }", BodyLine: 3,
-			System: "aarch64-linux", Substituters: true, NixConfig: "extra-substituters = https://cache.example.com\nextra-trusted-public-keys = cache.example.com-1:AAAA"}},
+			System: "aarch64-linux", Substituters: true, Emulated: true, NixConfig: "extra-substituters = https://cache.example.com\nextra-trusted-public-keys = cache.example.com-1:AAAA"}},
 		{"nixpkgs-body", false, Plan{Nixpkgs: "github:NixOS/nixpkgs/nixos-25.11", Body: "{ pkgs, ... }: {\n  environment.systemPackages = [ pkgs.hello ];\n}\n", BodyLine: 2,
 			System: "x86_64-linux", Substituters: true}},
 		{"targets", true, Plan{Flake: ".#ignored", Target: "ignored", Body: "{ }", System: "x86_64-linux"}},

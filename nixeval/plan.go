@@ -20,6 +20,9 @@ type Options struct {
 	NixConfig    string
 	Platform     ocispecs.Platform
 	Substituters bool
+	// Emulated says the Nix step runs under user-mode emulation (the
+	// target platform is not the builder's own: binfmt_misc and qemu-user).
+	Emulated bool
 }
 
 // Build arguments that reach the plan (the frontend reads them), named in
@@ -39,7 +42,7 @@ func NewPlan(f *nixfile.File, o Options) (Plan, error) {
 	p := Plan{
 		Flake: f.Flake, Nixpkgs: f.Nixpkgs, Target: o.Target,
 		Body: f.Body, BodyFile: f.Name, BodyLine: f.BodyLine,
-		NixConfig: o.NixConfig, Substituters: o.Substituters,
+		NixConfig: o.NixConfig, Substituters: o.Substituters, Emulated: o.Emulated,
 	}
 	if d := f.Directive(nixfile.KeyFlake); d != nil {
 		p.FlakeLine = d.Line

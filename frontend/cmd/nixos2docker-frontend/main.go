@@ -24,7 +24,7 @@ func main() {
 		return
 	}
 	if len(os.Args) > 1 {
-		fmt.Fprintln(os.Stderr, "usage: nixos2docker-frontend (as a BuildKit frontend)\n       nixos2docker-frontend llb -f FILE [--opt key=value]... [--spec SPEC.json [--no-mergeop]]")
+		fmt.Fprintln(os.Stderr, "usage: nixos2docker-frontend (as a BuildKit frontend)\n       nixos2docker-frontend llb -f FILE [--opt key=value]... [--build-platform P] [--spec SPEC.json [--no-mergeop]]")
 		os.Exit(2)
 	}
 	if err := grpcclient.RunFromEnvironment(ctx, frontend.Build); err != nil {
