@@ -28,7 +28,9 @@ import (
 // pruned), no-op rebuilds, rebuilds after an edit of a file Nix does not use, and one-change
 // rebuilds (examples/toy/message.txt: three small paths change), each through `docker buildx
 // build --push` to the local registry, with the bytes of layers re-created, next to plain tar
-// and tar | gzip of the whole closure and of the changed paths. It asserts nothing about speed.
+// and tar | gzip of the whole closure and of the changed paths, the Nix step's share of each
+// rebuild, and the floor of the same builder and registry (a two-line Dockerfile's no-op and
+// one-file rebuilds, pushed the same way). It asserts nothing about speed.
 func TestBenchScale(t *testing.T) {
 	scales := os.Getenv("N2D_BENCH_SCALE")
 	if scales == "" {
@@ -108,6 +110,7 @@ func scaleJSON(n int, gib float64) []byte {
 type scaledBuild struct {
 	took     time.Duration
 	assembly time.Duration // from the end of the Nix step to the end of the build
+	nix      time.Duration // the Nix step, when it ran
 	layers   []ocispecs.Descriptor
 	ran      []string // vertices that ran (not cached)
 }
@@ -140,6 +143,7 @@ func (e *testEnv) benchScale(ctx context.Context, t *testing.T, n int, gib float
 	type row struct {
 		name      string
 		times     []time.Duration
+		nix       []time.Duration
 		recreated int64
 		ranVertex int
 	}
@@ -152,6 +156,7 @@ func (e *testEnv) benchScale(ctx context.Context, t *testing.T, n int, gib float
 			}
 			b := build(fmt.Sprintf("%s %d/%d", name, i+1, runs))
 			r.times = append(r.times, b.took)
+			r.nix = append(r.nix, b.nix)
 			r.recreated = max(r.recreated, newBytes(prev.layers, b.layers))
 			r.ranVertex = max(r.ranVertex, len(b.ran))
 			prev = b
@@ -173,6 +178,7 @@ func (e *testEnv) benchScale(ctx context.Context, t *testing.T, n int, gib float
 		}
 		changeToy(t, dir)
 	})
+	floor := e.dockerfileFloor(ctx, t, runs)
 	load1 := loadAverage()
 	ref0 := e.referenceFigures(ctx, t, before, dir)
 
@@ -185,18 +191,63 @@ func (e *testEnv) benchScale(ctx context.Context, t *testing.T, n int, gib float
 	fmt.Fprintf(&b, "  %-28s %22s  all: %s; %d\n", "cold build (cache pruned)", secs(cold.took), mib(total), len(cold.ran))
 	fmt.Fprintf(&b, "  %-28s %22s  %.0f MB/s of closure\n", "  of which after Nix", secs(cold.assembly), float64(ref0.closureBytes)/1e6/cold.assembly.Seconds())
 	for _, r := range []row{noop, contextOnly, oneChange} {
-		s := slices.Clone(r.times)
-		slices.Sort(s)
-		fmt.Fprintf(&b, "  %-28s %22s  %s of %s; %d\n", r.name,
-			fmt.Sprintf("%.2f / %.2f / %.2f s", s[0].Seconds(), s[len(s)/2].Seconds(), s[len(s)-1].Seconds()),
-			mib(r.recreated), mib(total), r.ranVertex)
+		fmt.Fprintf(&b, "  %-28s %22s  %s of %s; %d\n", r.name, spread(r.times), mib(r.recreated), mib(total), r.ranVertex)
+		if r.nix[0] > 0 {
+			fmt.Fprintf(&b, "  %-28s %22s\n", "  of which the Nix step", spread(r.nix))
+		}
 	}
+	fmt.Fprintf(&b, "  %-28s %22s  (BuildKit's floor here: a FROM scratch + COPY Dockerfile)\n", "Dockerfile no-op rebuild", spread(floor.noop))
+	fmt.Fprintf(&b, "  %-28s %22s\n", "Dockerfile one-file change", spread(floor.change))
 	fmt.Fprintf(&b, "  %-28s %22s  %.0f MB/s\n", "plain tar of the closure", secs(ref0.tarClosure), float64(ref0.closureBytes)/1e6/ref0.tarClosure.Seconds())
 	fmt.Fprintf(&b, "  %-28s %22s  %.0f MB/s\n", "tar | gzip of the closure", secs(ref0.gzipClosure), float64(ref0.closureBytes)/1e6/ref0.gzipClosure.Seconds())
 	fmt.Fprintf(&b, "  %-28s %22s  (%d paths, %s)\n", "plain tar of changed paths", secs(ref0.tarChanged), ref0.changedPaths, mib(ref0.changedBytes))
 	fmt.Fprintf(&b, "  %-28s %22s\n", "tar | gzip of changed paths", secs(ref0.gzipChanged))
 	fmt.Fprintf(&b, "  cold assembly throughput / tar | gzip throughput: %.2f\n", ref0.gzipClosure.Seconds()/cold.assembly.Seconds())
 	return b.String()
+}
+
+// spread prints the minimum, median and maximum of ds.
+func spread(ds []time.Duration) string {
+	s := slices.Clone(ds)
+	slices.Sort(s)
+	return fmt.Sprintf("%.2f / %.2f / %.2f s", s[0].Seconds(), s[len(s)/2].Seconds(), s[len(s)-1].Seconds())
+}
+
+// floorFigures are the times of the smallest build BuildKit does, with the same builder,
+// flags and registry as the toy's: what no frontend can go below.
+type floorFigures struct{ noop, change []time.Duration }
+
+// dockerfileFloor times a two-line Dockerfile (FROM scratch, COPY one file) pushed like the
+// toy: runs no-op rebuilds, then runs rebuilds with the file changed.
+func (e *testEnv) dockerfileFloor(ctx context.Context, t *testing.T, runs int) floorFigures {
+	t.Helper()
+	dir := t.TempDir()
+	write := func(name, text string) {
+		if err := os.WriteFile(filepath.Join(dir, name), []byte(text), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write("Dockerfile", "FROM scratch\nCOPY message.txt /\n")
+	write("message.txt", "first\n")
+	ref := e.Registry + "/nixos2docker/bench-floor:latest"
+	build := func() time.Duration {
+		res, err := run(ctx, nil, "docker", "buildx", "build", "--builder", e.BuildxBuilder, "--progress=plain",
+			"--provenance=false", "--output", "type=image,name="+ref+",push=true", dir)
+		if err != nil {
+			t.Fatalf("Dockerfile floor: %v", err)
+		}
+		return res.Took
+	}
+	build()
+	var f floorFigures
+	for range runs {
+		f.noop = append(f.noop, build())
+	}
+	for i := range runs {
+		write("message.txt", fmt.Sprintf("change %d at %s\n", i, time.Now().UTC().Format(time.RFC3339Nano)))
+		f.change = append(f.change, build())
+	}
+	return f
 }
 
 // buildxPush builds the toy with `docker buildx build --push`, timing the command, and reads
@@ -226,7 +277,11 @@ func (e *testEnv) buildxPush(ctx context.Context, file, dir, ref string) (scaled
 			nixEnd = *v.Completed
 		}
 		if !v.Cached && v.Started != nil {
-			b.ran = append(b.ran, fmt.Sprintf("%s (%.2f s)", v.Name, v.Completed.Sub(*v.Started).Seconds()))
+			took := v.Completed.Sub(*v.Started)
+			b.ran = append(b.ran, fmt.Sprintf("%s (%.2f s)", v.Name, took.Seconds()))
+			if strings.HasPrefix(v.Name, "nix: build") {
+				b.nix += took
+			}
 		}
 	}
 	if !nixEnd.IsZero() {
