@@ -191,6 +191,12 @@ func (b *build) image(ctx context.Context, p ocispecs.Platform, rerun bool) (*do
 		return nil, nil, err
 	}
 	out, err := b.solve(ctx, img.State, p)
+	if err == nil && out != nil {
+		// A gateway solve is lazy: without this, the layer steps would run
+		// only when BuildKit exports the result, after Build returned, and
+		// a missing store path could no longer be answered below.
+		err = out.Evaluate(ctx)
+	}
 	if err != nil && strings.Contains(err.Error(), nix2llb.MissingExit) && !rerun {
 		// A layer step found the store cache without its paths: the cache
 		// was pruned while the Nix step stayed cached. Run it again, once.

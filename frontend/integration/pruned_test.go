@@ -1,0 +1,59 @@
+package integration
+
+import (
+	"context"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/moby/buildkit/client"
+)
+
+// TestPrunedStoreCacheRerunsNix: BuildKit may prune the Nix store cache mount while the Nix
+// step's result (the spec and the closure's list) stays cached. A layer step that must run
+// then finds its store paths missing; the build must not fail but run the Nix step again and
+// make the same image. Simulated by pruning only the store cache and the layer steps' results.
+func TestPrunedStoreCacheRerunsNix(t *testing.T) {
+	e := requireEnv(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Minute)
+	defer cancel()
+	dir := e.toyContext(t)
+	first, _ := e.buildToy(ctx, t, dir, nil)
+
+	// Cache mounts, and the results of the layer steps (their exec's description holds the
+	// layer script), but not the Nix step's.
+	e.pruneWhere(ctx, t, "type==exec.cachemount", "description~=not.in.the.Nix.store.cache")
+	again, res := e.buildToy(ctx, t, dir, nil)
+	if !strings.Contains(res.Logs, "nixos2docker: not in the Nix store cache") {
+		t.Errorf("no layer step found its paths missing: the prune did not leave the state this test is about (ran: %q)", res.Worked())
+	}
+	if !slices.ContainsFunc(res.Worked(), func(n string) bool { return strings.HasPrefix(n, "nix: build") }) {
+		t.Errorf("the Nix step did not run again after the store cache was pruned (ran: %q)", res.Worked())
+	}
+	if again.ManifestDigest != first.ManifestDigest {
+		t.Errorf("the rebuilt image differs: %s, first %s", again.ManifestDigest, first.ManifestDigest)
+	}
+}
+
+// pruneWhere prunes BuildKit's cache records matching any of the filters (buildctl prune
+// --filter syntax), in use or not.
+func (e *testEnv) pruneWhere(ctx context.Context, t *testing.T, filters ...string) {
+	t.Helper()
+	ch := make(chan client.UsageInfo)
+	n := 0
+	done := make(chan struct{})
+	go func() {
+		for range ch {
+			n++
+		}
+		close(done)
+	}()
+	err := e.client(t).Prune(ctx, ch, client.PruneAll, client.WithFilter(filters))
+	close(ch)
+	<-done
+	if err != nil {
+		t.Fatalf("pruning %q: %v", filters, err)
+	}
+	t.Logf("pruned %d cache records matching %q", n, filters)
+}
