@@ -220,10 +220,14 @@ func (s *Stage) Image(spec *imagespec.Spec) (*nix2llb.Image, error) {
 	if spec.System != s.Plan.System {
 		return nil, fmt.Errorf("the image spec is for %s, but %s was requested", spec.System, s.Plan.System)
 	}
+	// On the re-run after a layer step found the store pruned, the layer
+	// steps must be new vertices too: BuildKit would answer the same
+	// definitions with their failure again.
+	ignore := s.Request.ignoreCache() || s.Request.RerunNix
 	return NewImage(s.Builder.Tools, s.Builder.Store, spec, ImageOptions{
 		Epoch:       s.Request.Options.Epoch,
 		Labels:      s.Request.Client.Labels,
-		IgnoreCache: s.Request.ignoreCache(),
+		IgnoreCache: ignore,
 		Layering:    s.Request.Layering,
 	})
 }
