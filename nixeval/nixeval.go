@@ -121,10 +121,14 @@ type Layout struct {
 	// readable by root only; the builder step mounts a tmpfs there, so
 	// nothing in it reaches a snapshot or a cache.
 	RunDir string
+	// StoreFromDir is where a store snapshot (Save's output, from an
+	// earlier build) is mounted read-only, if the build has one; run.sh
+	// restores it into the store before Nix runs.
+	StoreFromDir string
 }
 
 // DefaultLayout is the layout of the builder stage.
-var DefaultLayout = Layout{Dir: "/nixos2docker", ContextDir: "/src", OutDir: "/out", RunDir: "/run/nixos2docker"}
+var DefaultLayout = Layout{Dir: "/nixos2docker", ContextDir: "/src", OutDir: "/out", RunDir: "/run/nixos2docker", StoreFromDir: "/nixos2docker-store"}
 
 // BuildUsers is how many nixbld build users run.sh creates when the builder
 // image has none: one per concurrent build (max-jobs), as NixOS does.
@@ -149,11 +153,12 @@ var Secrets = []Secret{
 const (
 	ModeBuild   = "build"   // build the image spec, copy it, list its closure
 	ModeTargets = "targets" // list the flake's nixosConfigurations
+	ModeSave    = "save"    // copy the whole store into OutDir/nix (Save)
 )
 
 // Invocation is the builder stage for one Plan.
 type Invocation struct {
-	// Mode is ModeBuild or ModeTargets.
+	// Mode is ModeBuild, ModeTargets or ModeSave.
 	Mode string
 	// Dir is where Files go.
 	Dir string
@@ -170,6 +175,9 @@ type Invocation struct {
 	// RunDir is a root-only scratch directory that must not outlive the
 	// step (a tmpfs): the access tokens made from secrets go there.
 	RunDir string
+	// StoreFromDir is where the stage expects a store snapshot to restore,
+	// if the build mounts one (Layout.StoreFromDir).
+	StoreFromDir string
 	// Network is whether the stage needs the network: substituters, or a
 	// flake (or nixpkgs) that is not in the build context. (A flake in the
 	// context whose inputs are remote also needs it: real builds use
@@ -203,6 +211,31 @@ func (l Layout) Targets(plan Plan, module fs.FS) (*Invocation, error) {
 	}
 	plan.Body, plan.Target = "", ""
 	return l.invocation(plan, module, ModeTargets)
+}
+
+// Save is the builder stage that copies every valid path of the Nix store
+// (the store cache mount), with their Nix registration, into OutDir/nix, in
+// DefaultLayout: a store snapshot, which a later build on a fresh builder
+// restores from StoreFromDir before it runs Nix.
+func Save(system string) (*Invocation, error) {
+	return DefaultLayout.Save(system)
+}
+
+// Save is Save in layout l.
+func (l Layout) Save(system string) (*Invocation, error) {
+	if _, err := imagespec.Platform(system); err != nil {
+		return nil, fmt.Errorf("unsupported Nix system: %w", err)
+	}
+	return &Invocation{
+		Mode:       ModeSave,
+		Dir:        l.Dir,
+		Files:      map[string][]byte{"run.sh": runSh},
+		Args:       []string{"/bin/sh", path.Join(l.Dir, "run.sh"), ModeSave},
+		Env:        []string{"NIXOS2DOCKER_DIR=" + l.Dir, "NIXOS2DOCKER_OUT=" + l.OutDir, "NIXOS2DOCKER_RUN=" + l.RunDir},
+		ContextDir: l.ContextDir,
+		OutDir:     l.OutDir,
+		RunDir:     l.RunDir,
+	}, nil
 }
 
 // planJSON is plan.json, the parameters of eval.nix.
@@ -285,11 +318,12 @@ func (l Layout) invocation(plan Plan, module fs.FS, mode string) (*Invocation, e
 			// /nix (a cache mount) also spares re-downloading flake inputs.
 			"XDG_CACHE_HOME=/nix/var/cache",
 		},
-		ContextDir: l.ContextDir,
-		OutDir:     l.OutDir,
-		RunDir:     l.RunDir,
-		Network:    plan.Substituters || remote,
-		Secrets:    Secrets,
+		ContextDir:   l.ContextDir,
+		OutDir:       l.OutDir,
+		RunDir:       l.RunDir,
+		StoreFromDir: l.StoreFromDir,
+		Network:      plan.Substituters || remote,
+		Secrets:      Secrets,
 	}, nil
 }
 
