@@ -62,6 +62,10 @@ type Builder struct {
 	NetworkMode pb.NetMode
 	// Mounts are further read-only inputs (named contexts), by destination.
 	Mounts []Mount
+	// StoreFrom, if not nil, is a store snapshot (SaveStage's output, from
+	// an earlier build, e.g. on another machine) mounted read-only at
+	// Invocation.StoreFromDir: the step restores it into a fresh store.
+	StoreFrom *llb.State
 	// Constraints are added to the Nix step, e.g. the source location of
 	// the user's file so a failing step points at it.
 	Constraints []llb.ConstraintsOpt
@@ -128,30 +132,12 @@ func BuilderStage(b Builder) (*Stage, error) {
 			return nil, fmt.Errorf("builder stage: %q is not an absolute path", d)
 		}
 	}
-	imgOpts := []llb.ImageOption{
-		llb.Platform(b.Platform),
-		llb.WithCustomName("nix: builder image " + b.Image),
-	}
-	if b.ResolveMode != llb.ResolveModeDefault {
-		imgOpts = append(imgOpts, b.ResolveMode)
-	}
-	if b.MetaResolver != nil {
-		// Apply the image's ENV (PATH, NIX_SSL_CERT_FILE, …) to the step.
-		imgOpts = append(imgOpts, llb.WithMetaResolver(b.MetaResolver))
-	}
-	img := llb.Image(b.Image, imgOpts...)
+	img := b.image()
 
 	files, err := invocationFiles(inv.Files)
 	if err != nil {
 		return nil, err
 	}
-
-	// The cache mount starts as a copy of the image's own /nix (the official
-	// nixos/nix image keeps Nix itself there; a Debian-based one has none,
-	// hence the mkdir). BuildKit keys a seeded cache by its seed, so builder
-	// images never share a store.
-	seed := img.File(llb.Mkdir(NixDir, 0o755, llb.WithParents(true), llb.WithCreatedTime(filesTime)),
-		llb.WithCustomName("nix: prepare the store cache"))
 
 	desc := b.Description
 	if desc == "" {
@@ -162,8 +148,7 @@ func BuilderStage(b Builder) (*Stage, error) {
 		llb.WithCustomName(desc),
 		llb.AddMount(inv.Dir, files, llb.Readonly),
 		llb.AddMount(inv.ContextDir, b.Context, llb.Readonly),
-		llb.AddMount(NixDir, seed, llb.SourcePath(NixDir),
-			llb.AsPersistentCacheDir(CacheID(b.CacheNamespace, b.System), storeSharing)),
+		b.storeCache(img),
 		llb.Dir(inv.Dir),
 	}
 	for _, e := range inv.Env {
@@ -175,6 +160,13 @@ func BuilderStage(b Builder) (*Stage, error) {
 	}
 	for _, m := range b.Mounts {
 		runOpts = append(runOpts, llb.AddMount(m.Dest, m.State, llb.Readonly))
+	}
+	if b.StoreFrom != nil {
+		if !path.IsAbs(inv.StoreFromDir) {
+			return nil, fmt.Errorf("builder stage: a store snapshot but no absolute directory to mount it at (%q)", inv.StoreFromDir)
+		}
+		runOpts = append(runOpts, llb.AddMount(inv.StoreFromDir, *b.StoreFrom, llb.Readonly),
+			llb.AddEnv("NIXOS2DOCKER_STORE_FROM", inv.StoreFromDir))
 	}
 	for _, c := range b.Constraints {
 		runOpts = append(runOpts, c)
@@ -200,9 +192,38 @@ func BuilderStage(b Builder) (*Stage, error) {
 	}
 	// The same seed and id: BuildKit keys a cache by both, so the layer
 	// steps see the store the Nix step built into.
-	store := llb.AddMount(NixDir, seed, llb.SourcePath(NixDir), llb.Readonly,
-		llb.AsPersistentCacheDir(CacheID(b.CacheNamespace, b.System), storeSharing))
+	store := b.storeCache(img, llb.Readonly)
 	return &Stage{State: img.Run(runOpts...).Root(), Tools: img, Store: store}, nil
+}
+
+// image is the builder image on the target platform.
+func (b Builder) image() llb.State {
+	imgOpts := []llb.ImageOption{
+		llb.Platform(b.Platform),
+		llb.WithCustomName("nix: builder image " + b.Image),
+	}
+	if b.ResolveMode != llb.ResolveModeDefault {
+		imgOpts = append(imgOpts, b.ResolveMode)
+	}
+	if b.MetaResolver != nil {
+		// Apply the image's ENV (PATH, NIX_SSL_CERT_FILE, …) to the step.
+		imgOpts = append(imgOpts, llb.WithMetaResolver(b.MetaResolver))
+	}
+	return llb.Image(b.Image, imgOpts...)
+}
+
+// storeCache mounts the persistent Nix store, a cache mount on NixDir, with
+// opts (llb.Readonly for the layer steps). It starts as a copy of the image's
+// own /nix (the official nixos/nix image keeps Nix itself there; a
+// Debian-based one has none, hence the mkdir). BuildKit keys a cache by its
+// id and its seed, and gives a user with another sharing mode a copy, so
+// every step that mounts it (the Nix step, the layer steps, the store
+// snapshot) makes it here, the same way.
+func (b Builder) storeCache(img llb.State, opts ...llb.MountOption) llb.RunOption {
+	seed := img.File(llb.Mkdir(NixDir, 0o755, llb.WithParents(true), llb.WithCreatedTime(filesTime)),
+		llb.WithCustomName("nix: prepare the store cache"))
+	opts = append([]llb.MountOption{llb.SourcePath(NixDir)}, opts...)
+	return llb.AddMount(NixDir, seed, append(opts, llb.AsPersistentCacheDir(CacheID(b.CacheNamespace, b.System), storeSharing))...)
 }
 
 // invocationFiles writes the generated files into a scratch state, sorted so
