@@ -27,9 +27,10 @@ RUN --mount=type=cache,id=nixos2docker-gomod,target=/root/go/pkg/mod \
 
 FROM scratch
 # What BuildKit checks before it runs the frontend: it answers subrequests
-# (--call targets, --call outline, --check) and takes its context and file as
-# frontend inputs; it needs no network of its own.
-LABEL moby.buildkit.frontend.caps="moby.buildkit.frontend.inputs,moby.buildkit.frontend.subrequests" \
+# (--call targets, --call outline, --check), takes its context and file as
+# frontend inputs and named contexts (--build-context nixos2docker-store=…);
+# it needs no network of its own.
+LABEL moby.buildkit.frontend.caps="moby.buildkit.frontend.inputs,moby.buildkit.frontend.subrequests,moby.buildkit.frontend.contexts" \
       moby.buildkit.frontend.network.none="true"
 COPY --from=build /out/nixos2docker-frontend /bin/nixos2docker-frontend
 ENTRYPOINT ["/bin/nixos2docker-frontend"]

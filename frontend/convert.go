@@ -45,6 +45,9 @@ type Request struct {
 	// RerunNix runs the Nix step even when it is cached (the store cache
 	// lost what it built), without re-making the cached layers.
 	RerunNix bool
+	// StoreFrom is a store snapshot to restore before the Nix step (the
+	// named context StoreContext), nil for none.
+	StoreFrom *llb.State
 }
 
 // newRequest is one platform's request from what every build has read.
@@ -184,6 +187,7 @@ func newStage(req Request, targets bool) (*Stage, error) {
 		Description:    description(p, targets),
 		ResolveMode:    req.Client.ImageResolveMode,
 		MetaResolver:   req.MetaResolver,
+		StoreFrom:      req.StoreFrom,
 	}
 	if loc := bodyLocation(req.SourceMap, req.File); loc != nil {
 		b.Constraints = append(b.Constraints, loc)
@@ -193,6 +197,31 @@ func newStage(req Request, targets bool) (*Stage, error) {
 		return nil, err
 	}
 	return &Stage{Request: req, Plan: p, Invocation: inv, State: st.State, Builder: st}, nil
+}
+
+// NewSaveStage returns the store snapshot of the request's builder and
+// platform (NIXOS2DOCKER_STORE=save): /nix of the Nix step's store cache
+// mount. nonce makes each build take a new snapshot.
+func NewSaveStage(req Request, nonce string) (llb.State, error) {
+	system, err := imagespec.SystemFor(req.Platform)
+	if err != nil {
+		return llb.State{}, err
+	}
+	inv, err := nixeval.Save(system)
+	if err != nil {
+		return llb.State{}, err
+	}
+	return nix2llb.SaveStage(nix2llb.Builder{
+		Image:          req.Options.Builder,
+		Platform:       req.Platform,
+		System:         system,
+		Invocation:     inv,
+		RunOptions:     req.runOptions(),
+		CacheNamespace: req.Client.CacheIDNamespace,
+		Description:    fmt.Sprintf("nix: save the store (%s)", system),
+		ResolveMode:    req.Client.ImageResolveMode,
+		MetaResolver:   req.MetaResolver,
+	}, nonce)
 }
 
 // ResultError turns a failed Nix evaluation into an error located in the

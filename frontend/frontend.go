@@ -15,6 +15,12 @@
 //     linux/arm64; several at once), --label, --no-cache, --add-host;
 //   - optional secrets netrc, nixconf, github_token (see nixeval.Secrets),
 //     mounted into the Nix step only;
+//   - NIXOS2DOCKER_STORE=save: the result is a snapshot of the builder's Nix
+//     store (its cache mount) instead of the image, and the named context
+//     nixos2docker-store (such a snapshot, e.g. docker-image://…) restores
+//     a fresh builder's store before the Nix step: how the store follows a
+//     CI from runner to runner (a cache mount is never in the exported
+//     cache);
 //   - subrequests --call targets, --call outline, --check;
 //   - --sbom: an SPDX document of the closure, attached like a scanner's;
 //   - the builder's LLB capabilities: layers are merged where it has MergeOp,
@@ -26,7 +32,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strconv"
 	"strings"
+	"time"
 
 	"github.com/containerd/platforms"
 	"github.com/moby/buildkit/client/llb"
@@ -36,7 +44,9 @@ import (
 	"github.com/moby/buildkit/frontend/subrequests/outline"
 	"github.com/moby/buildkit/frontend/subrequests/targets"
 	"github.com/moby/buildkit/solver/pb"
+	dockerspec "github.com/moby/docker-image-spec/specs-go/v1"
 	"github.com/nixos2docker/nixos2docker/frontend/nix2llb"
+	"github.com/nixos2docker/nixos2docker/imagemodel"
 	"github.com/nixos2docker/nixos2docker/imagespec"
 	"github.com/nixos2docker/nixos2docker/nixeval"
 	"github.com/nixos2docker/nixos2docker/nixfile"
@@ -86,9 +96,12 @@ func Build(ctx context.Context, c client.Client) (_ *client.Result, err error) {
 	}
 
 	// Decided before the Nix step runs: a builder that cannot make the
-	// layers must not spend a Nix build on finding that out.
-	if b.layers, err = b.layering(ctx); err != nil {
-		return nil, err
+	// layers must not spend a Nix build on finding that out. (A store
+	// snapshot has no layers of its own.)
+	if !opts.SaveStore {
+		if b.layers, err = b.layering(ctx); err != nil {
+			return nil, err
+		}
 	}
 	sboms := newSBOMs()
 	rb, err := bc.Build(ctx, func(ctx context.Context, platform *ocispecs.Platform, idx int) (*dockerui.BuildResult, error) {
@@ -97,6 +110,9 @@ func Build(ctx context.Context, c client.Client) (_ *client.Result, err error) {
 			p = *platform
 		}
 		p = platforms.Normalize(p)
+		if opts.SaveStore {
+			return b.saveStore(ctx, p)
+		}
 		res, spec, err := b.image(ctx, p, false)
 		if err != nil {
 			return nil, err
@@ -107,7 +123,7 @@ func Build(ctx context.Context, c client.Client) (_ *client.Result, err error) {
 	if err != nil {
 		return nil, err
 	}
-	if bc.SBOM != nil {
+	if bc.SBOM != nil && !opts.SaveStore {
 		if err := sboms.attach(ctx, c, rb, opts.Epoch); err != nil {
 			return nil, err
 		}
@@ -167,6 +183,11 @@ func (b *build) result(ctx context.Context, stage *Stage, p ocispecs.Platform) (
 func (b *build) image(ctx context.Context, p ocispecs.Platform, rerun bool) (*dockerui.BuildResult, *imagespec.Spec, error) {
 	req := b.request(p)
 	req.RerunNix = rerun
+	storeFrom, err := b.storeFrom(ctx, p)
+	if err != nil {
+		return nil, nil, err
+	}
+	req.StoreFrom = storeFrom
 	stage, err := NewStage(req)
 	if err != nil {
 		return nil, nil, err
@@ -225,6 +246,60 @@ func inClosure(spec *imagespec.Spec, closure []string) error {
 	return nil
 }
 
+// storeFrom loads the named context StoreContext for p, if the build has
+// one. A snapshot that cannot be found (the first build of a CI, whose save
+// step has not run yet) is a warning, not an error: the build then starts
+// from the builder's own store.
+func (b *build) storeFrom(ctx context.Context, p ocispecs.Platform) (*llb.State, error) {
+	nc, err := b.bc.NamedContext(StoreContext, dockerui.ContextOpt{Platform: &p, ResolveMode: b.bc.ImageResolveMode.String()})
+	if err != nil {
+		return nil, fmt.Errorf("named context %s: %w", StoreContext, err)
+	}
+	if nc == nil {
+		return nil, nil
+	}
+	st, _, err := nc.Load(ctx)
+	if err != nil {
+		msg := fmt.Sprintf("store snapshot %s not loaded, building from the builder's own store: %v", StoreContext, err)
+		if b.src.Warn != nil {
+			b.src.Warn(ctx, msg, client.WarnOpts{})
+		}
+		return nil, nil
+	}
+	return st, nil
+}
+
+// saveStore answers NIXOS2DOCKER_STORE=save: a snapshot of the Nix store of
+// this builder for p, as a one-layer image with /nix at its root.
+func (b *build) saveStore(ctx context.Context, p ocispecs.Platform) (*dockerui.BuildResult, error) {
+	st, err := NewSaveStage(b.request(p), strconv.FormatInt(time.Now().UnixNano(), 10))
+	if err != nil {
+		return nil, err
+	}
+	ref, err := b.solve(ctx, st, p)
+	if err != nil {
+		return nil, err
+	}
+	created := imagemodel.NixTime
+	if b.opts.Epoch != nil {
+		created = *b.opts.Epoch
+	}
+	system, _ := imagespec.SystemFor(p)
+	img := &dockerspec.DockerOCIImage{
+		Image: ocispecs.Image{
+			Created:  &created,
+			Platform: p,
+			RootFS:   ocispecs.RootFS{Type: "layers"},
+		},
+		Config: dockerspec.DockerOCIImageConfig{ImageConfig: ocispecs.ImageConfig{
+			Labels: map[string]string{
+				"org.opencontainers.image.description": "Nix store snapshot of a nixos2docker builder (" + system + "): --build-context " + StoreContext + "=… restores it",
+			},
+		}},
+	}
+	return &dockerui.BuildResult{Reference: ref, Image: img, Epoch: b.opts.Epoch}, nil
+}
+
 // listTargets answers `--call targets`: the flake's nixosConfigurations.
 func (b *build) listTargets(ctx context.Context) (*targets.List, error) {
 	p := platforms.Normalize(platforms.DefaultSpec())
@@ -281,6 +356,7 @@ func (b *build) outline(ctx context.Context) (*outline.Outline, error) {
 			{Name: ArgNixConfig, Description: "extra nix.conf settings"},
 			{Name: ArgSubstituters, Description: "use binary caches and the network (true/false)", Value: "true"},
 			{Name: ArgEpoch, Description: "time of every file and of the image config (seconds since 1970)"},
+			{Name: ArgStore, Description: "save: the result is a snapshot of the builder's Nix store (restore it with --build-context " + StoreContext + "=…)"},
 		},
 	}
 	for _, s := range nixeval.Secrets {

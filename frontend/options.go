@@ -20,7 +20,17 @@ const (
 	ArgNixConfig    = nixeval.ArgNixConfig
 	ArgSubstituters = "NIXOS2DOCKER_SUBSTITUTERS"
 	ArgEpoch        = "SOURCE_DATE_EPOCH"
+	ArgStore        = "NIXOS2DOCKER_STORE"
 )
+
+// StoreSave is the value of NIXOS2DOCKER_STORE that makes the build's
+// result a snapshot of the builder's Nix store instead of an image.
+const StoreSave = "save"
+
+// StoreContext is the named context (--build-context NAME=…) whose content,
+// a store snapshot from an earlier NIXOS2DOCKER_STORE=save build, restores
+// a fresh builder's store before the Nix step runs.
+const StoreContext = "nixos2docker-store"
 
 // DefaultBuilder is the builder image: the official Nix image, pinned by
 // version and by the digest of its multi-platform index, so a build never
@@ -39,6 +49,8 @@ type Options struct {
 	Substituters bool
 	// Epoch is SOURCE_DATE_EPOCH, nil when unset.
 	Epoch *time.Time
+	// SaveStore makes the result a store snapshot (NIXOS2DOCKER_STORE=save).
+	SaveStore bool
 }
 
 // ParseOptions reads the build arguments.
@@ -63,6 +75,13 @@ func ParseOptions(args map[string]string) (Options, error) {
 			return o, fmt.Errorf("build argument %s=%q: want true or false", ArgSubstituters, v)
 		}
 		o.Substituters = b
+	}
+	switch v := strings.TrimSpace(args[ArgStore]); v {
+	case "":
+	case StoreSave:
+		o.SaveStore = true
+	default:
+		return o, fmt.Errorf("build argument %s=%q: the only value is %q (the result is then a snapshot of the Nix store)", ArgStore, v, StoreSave)
 	}
 	if v := strings.TrimSpace(args[ArgEpoch]); v != "" {
 		t, err := imagemodel.ParseEpoch(v)

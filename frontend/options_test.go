@@ -32,7 +32,13 @@ func TestParseOptions(t *testing.T) {
 		o.NixConfig != "max-jobs = 4" || o.Substituters || o.Epoch == nil || !o.Epoch.Equal(time.Unix(1700000000, 0)) {
 		t.Errorf("parsed %+v", o)
 	}
-	for k, v := range map[string]string{ArgSubstituters: "maybe", ArgEpoch: "-5", ArgBuilder: "Local:5000/Upper Case"} {
+	if o.SaveStore {
+		t.Errorf("%s is off unless asked for", ArgStore)
+	}
+	if o, err := ParseOptions(map[string]string{ArgStore: " save "}); err != nil || !o.SaveStore {
+		t.Errorf("%s=save: %+v, %v", ArgStore, o, err)
+	}
+	for k, v := range map[string]string{ArgSubstituters: "maybe", ArgEpoch: "-5", ArgStore: "restore", ArgBuilder: "Local:5000/Upper Case"} {
 		if _, err := ParseOptions(map[string]string{k: v}); err == nil || !strings.Contains(err.Error(), k) {
 			t.Errorf("%s=%s: error %v", k, v, err)
 		}
