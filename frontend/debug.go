@@ -30,6 +30,8 @@ import (
 //
 // Options are given as the frontend receives them: --opt build-arg:K=V,
 // --opt target=NAME, --opt platform=linux/amd64,linux/arm64, --opt label:K=V.
+// With --opt build-arg:NIXOS2DOCKER_STORE=save it prints the store snapshot's
+// LLB instead ({"stage": "save"}).
 func DebugLLB(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	return debugLLB(ctx, args, stdout, stderr, nil)
 }
@@ -106,6 +108,20 @@ func debugLLB(ctx context.Context, args []string, stdout, stderr io.Writer, modu
 		id := platforms.FormatAll(p)
 		req := newRequest(bc, *file, f, o, p, *dockerui.DefaultMainContext(llb.LocalUniqueID("nixos2docker-llb")))
 		req.Module, req.Layering = module, layering
+		if o.SaveStore {
+			// The store snapshot; its nonce, a time in a build, is fixed here.
+			st, err := NewSaveStage(req, "llb")
+			if err != nil {
+				return err
+			}
+			if err := enc.Encode(map[string]string{"stage": "save", "platform": id}); err != nil {
+				return err
+			}
+			if err := nix2llb.Dump(ctx, stdout, st, platformOpt(p)); err != nil {
+				return err
+			}
+			continue
+		}
 		stage, err := NewStage(req)
 		if err != nil {
 			return err

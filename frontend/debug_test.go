@@ -297,6 +297,22 @@ func TestDebugStages(t *testing.T) {
 	}
 }
 
+// NIXOS2DOCKER_STORE=save: the LLB is the store snapshot's, one exec on the
+// builder image with the Nix step's store cache mount.
+func TestDebugSaveStore(t *testing.T) {
+	out, err := runDebug(t, "-f", "testdata/flake.nix2docker", "--opt", "platform=linux/amd64", "--opt", "build-arg:NIXOS2DOCKER_STORE=save")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.HasPrefix(out, `{"platform":"linux/amd64","stage":"save"}`) || strings.Contains(out, `"stage":"builder"`) {
+		t.Errorf("stages of a save build:\n%s", out)
+	}
+	if strings.Count(out, `"exec"`) != 1 || !strings.Contains(out, `"cacheOpt":{"ID":"nixos2docker-nix-x86_64-linux"}`) ||
+		!strings.Contains(out, "run.sh") || !strings.Contains(out, DefaultBuilder) {
+		t.Errorf("the save step is not one exec on the builder image with the store cache mount:\n%s", out)
+	}
+}
+
 func TestDebugBadInput(t *testing.T) {
 	dir := t.TempDir()
 	write := func(name, data string) string {
