@@ -71,6 +71,7 @@ require (
 require (
 	github.com/distribution/reference v0.6.0
 	github.com/nixos2docker/nixos2docker v0.0.0
+	go.yaml.in/yaml/v3 v3.0.5
 )
 
 // The image side (spec, layering, archive, Nix evaluation plan) lives in the root module, which
