@@ -4,7 +4,7 @@
 // that stage wrote, and maps Nix's errors onto lines of the user's file.
 //
 // The builder stage runs run.sh (POSIX sh; Nix >= 2.8 plus coreutils, grep
-// and xargs, as in Debian's nix-bin image and the nixos/nix image) with the
+// and findutils, as in Debian's nix-bin image and the nixos/nix image) with the
 // build context mounted read-only at ContextDir and the files of an
 // Invocation at Dir: eval.nix (fixed), plan.json (the plan's parameters),
 // body.nix (the user's body, so that Nix names it in error positions),

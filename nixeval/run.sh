@@ -1,7 +1,7 @@
 #!/bin/sh
 # The nixos2docker builder stage (written into the build by nixeval; POSIX sh,
 # Nix >= 2.8 on PATH: Debian's nix-bin or the nixos/nix image; besides Nix
-# only coreutils and grep). Runs as root.
+# only coreutils, grep and findutils). Runs as root.
 #
 #   sh run.sh build     evaluate and build the image spec, copy it to
 #                       $NIXOS2DOCKER_OUT/spec.json and list its closure in
@@ -76,26 +76,74 @@ store_paths() { ls /nix/store 2>/dev/null | LC_ALL=C sort; }
 # mib BYTES: BYTES in MiB, one decimal (integer arithmetic: no awk in nixos/nix).
 mib() { echo "$(($1 / 1048576)).$(($1 % 1048576 * 10 / 1048576))"; }
 
-# registration_paths REG: the store paths of a Nix registration (what
-# `nix-store --dump-db` writes and --load-db reads: per path its name, hash,
-# size, deriver, the number of references and the references), one a line;
-# fails, saying so, if one is not a store path (the names go to cp).
-registration_paths() {
+# A store path as Nix's parser takes it (nix32 hash, then the name's
+# characters), for grep -E.
+store_path_re='/nix/store/[0123456789abcdfghijklmnpqrsvwxyz]{32}-[A-Za-z0-9+._?=-]+'
+
+# read_registration REG [KEEP]: check a Nix registration (what `nix-store
+# --dump-db` writes and --load-db reads: per store path its line, its
+# narHash, narSize, deriver, the number of its references, then the
+# references, a line each) line by line against the forms Nix reads there,
+# and list its store paths in $tmp/reg.paths. With KEEP, the entries of the
+# paths that are not in /nix/store go to $tmp/reg.keep (the very lines
+# checked: all --load-db then reads) and their paths to $tmp/reg.missing.
+# Fails, saying so, on anything else: a line that is not what Nix expects
+# there, a name that is not a store path (the names go to cp), an entry cut
+# short, a path twice.
+read_registration() {
+	: >"$tmp/reg.tagged"
+	: >"$tmp/reg.paths"
+	: >"$tmp/reg.keep"
+	: >"$tmp/reg.missing"
+	# Every line also goes to reg.tagged, tagged with what it must be (P
+	# path, H hash, S size, D deriver, N count, R reference), for one grep.
 	while IFS= read -r _p; do
-		if ! { read -r _ && read -r _ && read -r _ && read -r _n; }; then
-			break
+		if ! { IFS= read -r _h && IFS= read -r _s && IFS= read -r _d && IFS= read -r _n; }; then
+			say "$1: the entry of $_p is cut short"
+			return 1
 		fi
+		case $_n in '' | *[!0-9]* | ???????*)
+			say "$1: the entry of $_p has \"$_n\" references"
+			return 1
+			;;
+		esac
+		_e="$_p
+$_h
+$_s
+$_d
+$_n"
+		_g="P $_p
+H $_h
+S $_s
+D $_d
+N $_n"
 		while [ "$_n" -gt 0 ]; do
-			read -r _
+			if ! IFS= read -r _r; then
+				say "$1: the references of $_p are cut short"
+				return 1
+			fi
+			_e="$_e
+$_r"
+			_g="$_g
+R $_r"
 			_n=$((_n - 1))
 		done
-		printf '%s\n' "$_p"
-	done <"$1" >"$tmp/registration.paths"
-	if grep -Ev '^/nix/store/[0123456789abcdfghijklmnpqrsvwxyz]{32}-[A-Za-z0-9+._?=-]+$' "$tmp/registration.paths" >&2; then
-		say "the lines above of $1 are not store paths"
+		printf '%s\n' "$_g" >>"$tmp/reg.tagged"
+		printf '%s\n' "$_p" >>"$tmp/reg.paths"
+		if [ -n "${2:-}" ] && [ ! -e "$_p" ] && [ ! -L "$_p" ]; then
+			printf '%s\n' "$_e" >>"$tmp/reg.keep"
+			printf '%s\n' "$_p" >>"$tmp/reg.missing"
+		fi
+	done <"$1"
+	if grep -Evn "^(P $store_path_re|H (sha256:)?([0-9a-f]{64}|[0123456789abcdfghijklmnpqrsvwxyz]{52})|H sha256-[A-Za-z0-9+/]{43}=|S [0-9]{1,19}|D ($store_path_re)?|N [0-9]+|R $store_path_re)\$" "$tmp/reg.tagged" >"$tmp/reg.bad"; then
+		head -n 5 "$tmp/reg.bad" >&2
+		say "$1: the lines above are not in the form Nix reads there (line number, then the field: P store path, H narHash, S narSize, D deriver, N references, R reference)"
 		return 1
 	fi
-	cat "$tmp/registration.paths"
+	if LC_ALL=C sort "$tmp/reg.paths" | uniq -d | head -n 5 | grep . >&2; then
+		say "$1: registers the paths above more than once"
+		return 1
+	fi
 }
 
 # The registration a store snapshot carries, as a nixos2docker image does.
@@ -106,40 +154,71 @@ registration=nix/var/nix/nixos2docker-registration
 # (a CI runner) builds or fetches only what changed since. The snapshot is a
 # previous run's `run.sh save` (every valid path of that builder's store) or
 # a previous nixos2docker image (its closure); both carry the Nix
-# registration of their paths. The missing paths are copied and registered
-# from it (narHash, references: what Nix recorded when it made them); the
-# paths the store has stay as they are.
+# registration of their paths. The snapshot is trusted as a substituter
+# would be (its content is what Nix will use for those paths), but only as
+# a snapshot: the paths it registers must all be in it, only store paths
+# that the store lacks are copied, into /nix/store and nowhere else, with
+# root as their owner, and Nix registers exactly those (narHash, references:
+# what Nix recorded when it made them), from the lines checked here. A path
+# in the store, valid or not (another build's, being made), stays as it is.
+# A snapshot that is not one, or that Nix refuses, is a warning: the build
+# goes on from the store as it was.
 restore_store() {
 	src=${NIXOS2DOCKER_STORE_FROM:-}
 	[ -n "$src" ] && [ -d "$src" ] || return 0
 	_t=$(date +%s%N)
+	# The snapshot's own directories and file: a symbolic link would be
+	# followed in this step's file system (secrets, the store itself).
+	for _f in nix nix/store nix/var nix/var/nix "$registration"; do
+		if [ -L "$src/$_f" ]; then
+			say "store snapshot at $src: /$_f is a symbolic link: not restored"
+			return 0
+		fi
+	done
 	if [ ! -f "$src/$registration" ]; then
 		say "store snapshot at $src: no /$registration in it (NIXOS2DOCKER_STORE=save makes a snapshot; an image holds one when its configuration enables Nix), ignored"
 		return 0
 	fi
-	registration_paths "$src/$registration" >"$tmp/snapshot.paths" || {
-		say "store snapshot not restored"
+	if ! read_registration "$src/$registration" keep; then
+		say "store snapshot at $src not restored"
 		return 0
-	}
-	: >"$tmp/snapshot.missing"
+	fi
+	_all=$(wc -l <"$tmp/reg.paths")
 	while IFS= read -r _p; do
-		if [ ! -e "$src$_p" ]; then
+		if [ ! -e "$src$_p" ] && [ ! -L "$src$_p" ]; then
 			say "the store snapshot at $src registers $_p but does not hold it: not restored"
 			return 0
 		fi
-		[ -e "$_p" ] || printf '%s\n' "$src$_p" >>"$tmp/snapshot.missing"
-	done <"$tmp/snapshot.paths"
-	_n=$(wc -l <"$tmp/snapshot.missing")
+	done <"$tmp/reg.paths"
+	while IFS= read -r _p; do
+		printf '%s\0' "$src$_p"
+	done <"$tmp/reg.missing" >"$tmp/reg.from"
+	_n=$(wc -l <"$tmp/reg.missing")
 	if [ "$_n" -eq 0 ]; then
-		say "store snapshot: the store already has its $(wc -l <"$tmp/snapshot.paths") paths"
+		say "store snapshot: the store already has its $_all paths"
+		return 0
+	fi
+	# What Nix never puts in a store: devices, sockets, fifos, set-id or
+	# sticky bits, files others may write.
+	# shellcheck disable=SC2016 # "$@" and "$0" are the inner sh's
+	xargs -0 sh -c 'find "$@" \( ! -type f ! -type d ! -type l \) -o \( ! -type l -perm /7022 \)' sh <"$tmp/reg.from" >"$tmp/restore.odd"
+	if [ -s "$tmp/restore.odd" ]; then
+		head -n 5 "$tmp/restore.odd" >&2
+		say "store snapshot at $src: the files above cannot be in a Nix store (not a file, directory or symbolic link; set-id, sticky or writable by others): not restored"
 		return 0
 	fi
 	mkdir -p /nix/store
-	# shellcheck disable=SC2016 # "$@" and "$0" are the inner sh's
-	tr '\n' '\0' <"$tmp/snapshot.missing" | xargs -0 sh -c 'cp -a "$@" "$0"' /nix/store
-	nix-store --load-db <"$src/$registration"
-	_b=$(tr '\n' '\0' <"$tmp/snapshot.missing" | xargs -0 du -sbc | tail -n 1 | cut -f1)
-	say "store snapshot restored: $_n of its $(wc -l <"$tmp/snapshot.paths") store paths copied into the store ($(mib "$_b") MiB) in $((($(date +%s%N) - _t) / 1000000)) ms"
+	# shellcheck disable=SC2016
+	xargs -0 sh -c 'cp -a "$@" "$0"' /nix/store <"$tmp/reg.from"
+	# Root's, as every store path is (a build user must not own one).
+	tr '\n' '\0' <"$tmp/reg.missing" | xargs -0 chown -hR 0:0 --
+	if ! nix-store --load-db <"$tmp/reg.keep"; then
+		tr '\n' '\0' <"$tmp/reg.missing" | xargs -0 rm -rf --
+		say "store snapshot at $src: Nix refused its registration (above): not restored"
+		return 0
+	fi
+	_b=$(tr '\n' '\0' <"$tmp/reg.missing" | xargs -0 du -sbc | tail -n 1 | cut -f1)
+	say "store snapshot restored: $_n of its $_all store paths copied into the store ($(mib "$_b") MiB) in $((($(date +%s%N) - _t) / 1000000)) ms"
 }
 
 # save_store: copy every valid store path, with the store's Nix registration
@@ -150,12 +229,12 @@ save_store() {
 	# yet stays out (valid paths never change).
 	_t=$(date +%s%N)
 	nix-store --dump-db >"$tmp/save.reg"
-	registration_paths "$tmp/save.reg" >"$tmp/save.paths"
+	read_registration "$tmp/save.reg"
 	mkdir -p "$out/nix/store" "$(dirname "$out/$registration")"
 	# shellcheck disable=SC2016 # "$@" and "$0" are the inner sh's
-	tr '\n' '\0' <"$tmp/save.paths" | xargs -0 sh -c 'cp -a "$@" "$0"' "$out/nix/store"
+	tr '\n' '\0' <"$tmp/reg.paths" | xargs -0 sh -c 'cp -a "$@" "$0"' "$out/nix/store"
 	cp "$tmp/save.reg" "$out/$registration"
-	say "store saved: $(wc -l <"$tmp/save.paths") store paths, $(mib "$(du -sb "$out/nix" | cut -f1)") MiB in $((($(date +%s%N) - _t) / 1000000)) ms"
+	say "store saved: $(wc -l <"$tmp/reg.paths") store paths, $(mib "$(du -sb "$out/nix" | cut -f1)") MiB in $((($(date +%s%N) - _t) / 1000000)) ms"
 }
 
 # store_report BEFORE: what this step added to the store since the listing
