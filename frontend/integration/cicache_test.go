@@ -453,7 +453,9 @@ type localCacheExport struct {
 // "(*service).Write failed … ref layer-sha256:X locked …" for a blob X the export writes twice
 // at once (since BuildKit v0.27, cache blobs are pushed in parallel, a blob as many times as
 // the cache config lists it: once per chain). The second writer waits for the first and then
-// finds the blob there, so the export is whole; the client logs each wait as an error.
+// finds the blob there, so the export is whole; the client logs each wait as an error. (The
+// merge cannot be left out of the export: BuildKit v0.34.2 honours llb.WithoutExportCache only
+// for cache keys, not for the result of an op that ran, solver/edge.go execOp.)
 func (x *localCacheExport) known(line string) bool {
 	m := lockedWrite.FindStringSubmatch(line)
 	if m == nil || !x.twice["sha256:"+m[1]] {
