@@ -198,15 +198,29 @@ func collectStepStatus(ch chan *client.SolveStatus) ([]*client.Vertex, string, m
 // prune removes everything from BuildKit's cache (cache mounts included): the next build is cold.
 func (e *testEnv) prune(ctx context.Context, t *testing.T) {
 	t.Helper()
-	c := e.client(t)
+	e.pruneWhere(ctx, t)
+}
+
+// pruneWhere prunes BuildKit's cache records matching any of the filters (buildctl prune
+// --filter syntax; none: every record), in use or not.
+func (e *testEnv) pruneWhere(ctx context.Context, t *testing.T, filters ...string) {
+	t.Helper()
 	ch := make(chan client.UsageInfo)
+	n := 0
+	done := make(chan struct{})
 	go func() {
 		for range ch {
+			n++
 		}
+		close(done)
 	}()
-	if err := c.Prune(ctx, ch, client.PruneAll); err != nil {
-		t.Fatalf("pruning the BuildKit cache: %v", err)
+	err := e.client(t).Prune(ctx, ch, client.PruneAll, client.WithFilter(filters))
+	close(ch)
+	<-done
+	if err != nil {
+		t.Fatalf("pruning %q: %v", filters, err)
 	}
+	t.Logf("pruned %d cache records matching %q", n, filters)
 }
 
 // sortedKeys returns m's keys, sorted.

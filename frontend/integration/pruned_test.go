@@ -6,8 +6,6 @@ import (
 	"strings"
 	"testing"
 	"time"
-
-	"github.com/moby/buildkit/client"
 )
 
 // TestPrunedStoreCacheRerunsNix: BuildKit may prune the Nix store cache mount while the Nix
@@ -35,26 +33,4 @@ func TestPrunedStoreCacheRerunsNix(t *testing.T) {
 	if again.ManifestDigest != first.ManifestDigest {
 		t.Errorf("the rebuilt image differs: %s, first %s", again.ManifestDigest, first.ManifestDigest)
 	}
-}
-
-// pruneWhere prunes BuildKit's cache records matching any of the filters (buildctl prune
-// --filter syntax), in use or not.
-func (e *testEnv) pruneWhere(ctx context.Context, t *testing.T, filters ...string) {
-	t.Helper()
-	ch := make(chan client.UsageInfo)
-	n := 0
-	done := make(chan struct{})
-	go func() {
-		for range ch {
-			n++
-		}
-		close(done)
-	}()
-	err := e.client(t).Prune(ctx, ch, client.PruneAll, client.WithFilter(filters))
-	close(ch)
-	<-done
-	if err != nil {
-		t.Fatalf("pruning %q: %v", filters, err)
-	}
-	t.Logf("pruned %d cache records matching %q", n, filters)
 }
