@@ -106,25 +106,9 @@ func Write(ctx context.Context, w io.Writer, m *imagemodel.Model, opts Options) 
 		return err
 	}
 
-	// First pass: digests and sizes, a layer per core (hashing is CPU-bound
-	// once the store is in the page cache).
-	var mu sync.Mutex
-	eg, ectx := errgroup.WithContext(ctx)
-	eg.SetLimit(runtime.GOMAXPROCS(0))
-	for i, l := range all {
-		eg.Go(func() error {
-			mu.Lock()
-			report(opts, "hash", i, len(all), l)
-			mu.Unlock()
-			dw := &digestWriter{h: sha256.New()}
-			if err := l.write(ectx, dw, opts.StoreDir, m.StoreTime); err != nil {
-				return err
-			}
-			l.blob = ocispec.Descriptor{MediaType: ocispec.MediaTypeImageLayer, Digest: dw.digest(), Size: dw.n}
-			return nil
-		})
-	}
-	if err := eg.Wait(); err != nil {
+	// First pass: digests and sizes (hashing is CPU-bound once the store is
+	// in the page cache).
+	if err := writeLayers(ctx, m, all, opts, "hash", nil, nil); err != nil {
 		return err
 	}
 
@@ -224,26 +208,8 @@ func WriteFile(ctx context.Context, f *os.File, m *imagemodel.Model, opts Option
 		off += block + (n+block-1)/block*block
 	}
 	// The layers, in parallel, each where the layout puts it.
-	var mu sync.Mutex
-	eg, ectx := errgroup.WithContext(ctx)
-	eg.SetLimit(runtime.GOMAXPROCS(0))
-	for i, l := range all {
-		eg.Go(func() error {
-			mu.Lock()
-			report(opts, "write", i, len(all), l)
-			mu.Unlock()
-			dw := &digestWriter{h: sha256.New(), w: io.NewOffsetWriter(f, header[i]+block)}
-			if err := l.write(ectx, dw, opts.StoreDir, m.StoreTime); err != nil {
-				return err
-			}
-			if dw.n != sizes[i] {
-				return fmt.Errorf("layer %d/%d (%s) changed while the image was written: the store must not change", i+1, len(all), l.Description)
-			}
-			l.blob = ocispec.Descriptor{MediaType: ocispec.MediaTypeImageLayer, Digest: dw.digest(), Size: dw.n}
-			return nil
-		})
-	}
-	if err := eg.Wait(); err != nil {
+	at := func(i int) io.Writer { return io.NewOffsetWriter(f, header[i]+block) }
+	if err := writeLayers(ctx, m, all, opts, "write", at, sizes); err != nil {
 		return 0, err
 	}
 	if err := distinct(all); err != nil {
@@ -402,6 +368,35 @@ func distinct(all []*layer) error {
 		seen[l.blob.Digest] = i
 	}
 	return nil
+}
+
+// writeLayers renders every layer, a layer per core, into to(i) (nil: only
+// hashed) and records its blob. With sizes, a layer must come out at the size
+// measured before: the store must not change under the archive.
+func writeLayers(ctx context.Context, m *imagemodel.Model, all []*layer, opts Options, phase string, to func(i int) io.Writer, sizes []int64) error {
+	var mu sync.Mutex
+	eg, ectx := errgroup.WithContext(ctx)
+	eg.SetLimit(runtime.GOMAXPROCS(0))
+	for i, l := range all {
+		eg.Go(func() error {
+			mu.Lock()
+			report(opts, phase, i, len(all), l)
+			mu.Unlock()
+			dw := &digestWriter{h: sha256.New()}
+			if to != nil {
+				dw.w = to(i)
+			}
+			if err := l.write(ectx, dw, opts.StoreDir, m.StoreTime); err != nil {
+				return err
+			}
+			if sizes != nil && dw.n != sizes[i] {
+				return fmt.Errorf("layer %d/%d (%s) changed while the image was written: the store must not change", i+1, len(all), l.Description)
+			}
+			l.blob = ocispec.Descriptor{MediaType: ocispec.MediaTypeImageLayer, Digest: dw.digest(), Size: dw.n}
+			return nil
+		})
+	}
+	return eg.Wait()
 }
 
 func report(opts Options, phase string, i, n int, l *layer) {
