@@ -172,10 +172,6 @@ func assemblyTime(r *buildResult) time.Duration {
 // the toy toplevel's closure and a tar | gzip (what layer compression costs), after Nix built it.
 func (e *testEnv) plainTar(ctx context.Context, t *testing.T, dir string) (plain, gzipped time.Duration, err error) {
 	t.Helper()
-	fs, err := fsutil.NewFS(dir)
-	if err != nil {
-		return 0, 0, fmt.Errorf("flake dir: %w", err)
-	}
 	script := `set -e
 top=$(nix build --no-link --print-out-paths "path:/src?dir=` + toyFlakeDir + `#nixosConfigurations.` + toyTarget + `.config.system.build.toplevel")
 paths=$(nix-store -qR "$top")
@@ -184,17 +180,37 @@ t0=$(date +%s%N); tar -cf - $paths | cat > /dev/null; t1=$(date +%s%N)
 tar -cf - $paths | gzip -c > /dev/null; t2=$(date +%s%N)
 echo "$((t1 - t0)) $((t2 - t1))" > /out/times
 `
+	out, err := e.runInBuilder(ctx, t, map[string]string{"src": dir}, script, "times")
+	if err != nil {
+		return 0, 0, fmt.Errorf("timing a plain tar of the closure: %w", err)
+	}
+	f := strings.Fields(string(out))
+	if len(f) != 2 {
+		return 0, 0, fmt.Errorf("tar timing: unexpected output %q", out)
+	}
+	a, _ := strconv.ParseInt(f[0], 10, 64)
+	b, _ := strconv.ParseInt(f[1], 10, 64)
+	return time.Duration(a), time.Duration(b), nil
+}
+
+// runInBuilder runs script in a step of the builder image, with no network and never from the
+// cache, each of dirs mounted read-only at /NAME, and returns the file its /out holds.
+func (e *testEnv) runInBuilder(ctx context.Context, t *testing.T, dirs map[string]string, script, file string, opts ...llb.RunOption) ([]byte, error) {
+	t.Helper()
+	locals := map[string]fsutil.FS{}
+	opts = append(opts, llb.Args([]string{"/bin/sh", "-c", script}), llb.Network(llb.NetModeNone), llb.IgnoreCache)
+	for _, name := range sortedKeys(dirs) {
+		fs, err := fsutil.NewFS(dirs[name])
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", dirs[name], err)
+		}
+		locals[name] = fs
+		opts = append(opts, llb.AddMount("/"+name, llb.Local(name), llb.Readonly))
+	}
 	var out []byte
-	c := e.client(t)
-	_, err = c.Build(ctx, client.SolveOpt{LocalMounts: map[string]fsutil.FS{"flake": fs}}, "nixos2docker-bench",
+	_, err := e.client(t).Build(ctx, client.SolveOpt{LocalMounts: locals}, "nixos2docker-bench",
 		func(ctx context.Context, c gwclient.Client) (*gwclient.Result, error) {
-			run := llb.Image(e.BuilderImage).Run(
-				llb.Args([]string{"/bin/sh", "-c", script}),
-				llb.Network(llb.NetModeNone),
-				llb.IgnoreCache,
-				llb.AddMount("/src", llb.Local("flake"), llb.Readonly),
-			)
-			def, err := run.AddMount("/out", llb.Scratch()).Marshal(ctx)
+			def, err := llb.Image(e.BuilderImage).Run(opts...).AddMount("/out", llb.Scratch()).Marshal(ctx)
 			if err != nil {
 				return nil, err
 			}
@@ -206,17 +222,8 @@ echo "$((t1 - t0)) $((t2 - t1))" > /out/times
 			if err != nil {
 				return nil, err
 			}
-			out, err = ref.ReadFile(ctx, gwclient.ReadRequest{Filename: "times"})
+			out, err = ref.ReadFile(ctx, gwclient.ReadRequest{Filename: file})
 			return gwclient.NewResult(), err
 		}, nil)
-	if err != nil {
-		return 0, 0, fmt.Errorf("timing a plain tar of the closure: %w", err)
-	}
-	f := strings.Fields(string(out))
-	if len(f) != 2 {
-		return 0, 0, fmt.Errorf("tar timing: unexpected output %q", out)
-	}
-	a, _ := strconv.ParseInt(f[0], 10, 64)
-	b, _ := strconv.ParseInt(f[1], 10, 64)
-	return time.Duration(a), time.Duration(b), nil
+	return out, err
 }

@@ -18,9 +18,7 @@ import (
 
 	"github.com/moby/buildkit/client"
 	"github.com/moby/buildkit/client/llb"
-	gwclient "github.com/moby/buildkit/frontend/gateway/client"
 	ocispecs "github.com/opencontainers/image-spec/specs-go/v1"
-	"github.com/tonistiigi/fsutil"
 )
 
 // TestBenchScale prints rebuild figures of the toy grown to a NixOS-sized closure (hack/bench
@@ -409,40 +407,8 @@ t3=$(ms); tar -cf - $changed | gzip -c > /dev/null
 t4=$(ms)
 echo "$(wc -l < /tmp/b) $(du -scb $paths | tail -1 | cut -f1) $(wc -l < /tmp/changed) $(du -scb $changed | tail -1 | cut -f1) $((t1-t0)) $((t2-t1)) $((t3-t2)) $((t4-t3))" > /out/figures
 `
-	fa, err := fsutil.NewFS(before)
-	if err != nil {
-		t.Fatal(err)
-	}
-	fb, err := fsutil.NewFS(after)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var out []byte
-	_, err = e.client(t).Build(ctx, client.SolveOpt{LocalMounts: map[string]fsutil.FS{"a": fa, "b": fb}}, "nixos2docker-bench",
-		func(ctx context.Context, c gwclient.Client) (*gwclient.Result, error) {
-			run := llb.Image(e.BuilderImage).Run(
-				llb.Args([]string{"/bin/sh", "-c", script}),
-				llb.Network(llb.NetModeNone),
-				llb.IgnoreCache,
-				llb.AddMount("/a", llb.Local("a"), llb.Readonly),
-				llb.AddMount("/b", llb.Local("b"), llb.Readonly),
-				llb.AddMount("/nix", llb.Scratch(), llb.Tmpfs()),
-			)
-			def, err := run.AddMount("/out", llb.Scratch()).Marshal(ctx)
-			if err != nil {
-				return nil, err
-			}
-			res, err := c.Solve(ctx, gwclient.SolveRequest{Definition: def.ToPB()})
-			if err != nil {
-				return nil, err
-			}
-			ref, err := res.SingleRef()
-			if err != nil {
-				return nil, err
-			}
-			out, err = ref.ReadFile(ctx, gwclient.ReadRequest{Filename: "figures"})
-			return gwclient.NewResult(), err
-		}, nil)
+	out, err := e.runInBuilder(ctx, t, map[string]string{"a": before, "b": after}, script, "figures",
+		llb.AddMount("/nix", llb.Scratch(), llb.Tmpfs()))
 	if err != nil {
 		t.Fatalf("reference figures: %v", err)
 	}
