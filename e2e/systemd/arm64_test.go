@@ -2,7 +2,6 @@ package systemd
 
 import (
 	"context"
-	"fmt"
 	"os"
 	"regexp"
 	"strings"
@@ -10,7 +9,6 @@ import (
 	"time"
 
 	"github.com/nixos2docker/nixos2docker/e2e/harness"
-	"github.com/nixos2docker/nixos2docker/internal/testenv"
 )
 
 // envToyArm64 names the toy example's linux/arm64 image (a `docker load` archive) that
@@ -29,27 +27,10 @@ var (
 // container): its init runs as PID 1 and prints, the closure's busybox is an aarch64 binary, and
 // `docker stop` (the image's stop signal) exits 0.
 func TestToyArm64Emulated(t *testing.T) {
-	tarPath := os.Getenv(envToyArm64)
-	if tarPath == "" {
-		msg := fmt.Sprintf("needs %s: run hack/arm64-e2e, which builds the toy for linux/amd64,linux/arm64 through the frontend", envToyArm64)
-		if testenv.InCI() {
-			t.Fatal(msg + " (CI is set: not skipping)")
-		}
-		t.Skip(msg)
-	}
+	tarPath := needEnv(t, envToyArm64, "hack/arm64-e2e, which builds the toy for linux/amd64,linux/arm64 through the frontend")
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()
-	e, err := harness.StartEngine(ctx, os.Stderr)
-	if err != nil {
-		t.Fatalf("starting the Docker engine: %v", err)
-	}
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-		defer cancel()
-		if err := e.Stop(ctx, os.Stderr); err != nil {
-			t.Errorf("taking the engine down: %v", err)
-		}
-	})
+	e := dockerEngine(ctx, t, "")
 	f, err := os.Open(tarPath)
 	if err != nil {
 		t.Fatal(err)
@@ -104,13 +85,5 @@ func TestToyArm64Emulated(t *testing.T) {
 		}
 	})
 
-	t.Run("no-leftovers", func(t *testing.T) {
-		after, diff, err := e.WaitNoLeftovers(ctx, before, 15*time.Second)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if diff != "" {
-			t.Errorf("left behind:\n%s\nafter: %s", diff, after)
-		}
-	})
+	noLeftovers(ctx, t, e, before)
 }

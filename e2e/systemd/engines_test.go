@@ -10,7 +10,6 @@ import (
 	"time"
 
 	"github.com/nixos2docker/nixos2docker/e2e/harness"
-	"github.com/nixos2docker/nixos2docker/internal/testenv"
 )
 
 // Beyond Docker's defaults (issue 10): the patched image on other engines and in other modes.
@@ -32,15 +31,7 @@ var podmanModes = []struct {
 
 func patchedTarOrSkip(t *testing.T) string {
 	t.Helper()
-	tar := os.Getenv(envPatched)
-	if tar == "" {
-		msg := fmt.Sprintf("needs %s: run hack/systemd-e2e", envPatched)
-		if testenv.InCI() {
-			t.Fatal(msg + " (CI is set: not skipping)")
-		}
-		t.Skip(msg)
-	}
-	return tar
+	return needEnv(t, envPatched, "hack/systemd-e2e")
 }
 
 func TestSystemdInPodman(t *testing.T) {
@@ -81,15 +72,7 @@ func TestSystemdInPodman(t *testing.T) {
 					bootCase(ctx, t, e, e.Name, m.name, m.flags, img, "kill TERM")
 				})
 			}
-			t.Run("no-leftovers", func(t *testing.T) {
-				after, diff, err := e.WaitNoLeftovers(ctx, before, 15*time.Second)
-				if err != nil {
-					t.Fatal(err)
-				}
-				if diff != "" {
-					t.Errorf("left behind in %s:\n%s\nafter: %s", e.Name, diff, after)
-				}
-			})
+			noLeftovers(ctx, t, e, before)
 		})
 	}
 }
@@ -159,23 +142,7 @@ func TestSystemdDockerUsernsRemap(t *testing.T) {
 	patchedTar := patchedTarOrSkip(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Minute)
 	defer cancel()
-	e, err := harness.StartEngineVariant(ctx, os.Stderr, "userns")
-	if err != nil {
-		t.Fatalf("starting the userns-remap Docker engine: %v", err)
-	}
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-		defer cancel()
-		if !e.Started() {
-			return
-		}
-		if err := e.Stop(ctx, os.Stderr); err != nil {
-			t.Errorf("taking the userns-remap engine down: %v", err)
-		}
-		if left, err := e.Leftovers(ctx); err != nil || left != "" {
-			t.Errorf("the userns-remap engine left something behind: %s %v", left, err)
-		}
-	})
+	e := dockerEngine(ctx, t, "userns")
 	img, took, err := buildImage(ctx, e, patchedTar, "systemd-patched")
 	if err != nil {
 		t.Fatal(err)
@@ -209,15 +176,7 @@ func TestSystemdDockerUsernsRemap(t *testing.T) {
 		cg, _ := c.Exec(ctx, "sh", "-c", "cat /proc/1/cgroup; stat -c '%U %a %n' /sys/fs/cgroup /sys/fs/cgroup/cgroup.procs")
 		t.Logf("cgroup in the container:\n%s", cg)
 	})
-	t.Run("no-leftovers", func(t *testing.T) {
-		after, diff, err := e.WaitNoLeftovers(ctx, before, 15*time.Second)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if diff != "" {
-			t.Errorf("left behind:\n%s\nafter: %s", diff, after)
-		}
-	})
+	noLeftovers(ctx, t, e, before)
 }
 
 // cgroupMountRe picks the mount options of /sys/fs/cgroup from /proc/self/mountinfo.

@@ -58,17 +58,7 @@ func TestSystemdKubernetesShaped(t *testing.T) {
 	patchedTar := patchedTarOrSkip(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Minute)
 	defer cancel()
-	e, err := harness.StartEngine(ctx, os.Stderr)
-	if err != nil {
-		t.Fatalf("starting the Docker engine: %v", err)
-	}
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-		defer cancel()
-		if err := e.Stop(ctx, os.Stderr); err != nil {
-			t.Errorf("taking the engine down: %v", err)
-		}
-	})
+	e := dockerEngine(ctx, t, "")
 	img, _, err := buildImage(ctx, e, patchedTar, "systemd-patched")
 	if err != nil {
 		t.Fatal(err)
@@ -104,15 +94,7 @@ func TestSystemdKubernetesShaped(t *testing.T) {
 		}
 	})
 
-	t.Run("no-leftovers", func(t *testing.T) {
-		after, diff, err := e.WaitNoLeftovers(ctx, before, 15*time.Second)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if diff != "" {
-			t.Errorf("left behind:\n%s\nafter: %s", diff, after)
-		}
-	})
+	noLeftovers(ctx, t, e, before)
 }
 
 // ctrNamespace is the containerd namespace of the ctr runs (Docker's is "moby", the CRI's "k8s.io").

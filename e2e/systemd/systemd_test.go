@@ -3,7 +3,6 @@ package systemd
 import (
 	"context"
 	"fmt"
-	"os"
 	"regexp"
 	"strings"
 	"sync"
@@ -11,7 +10,6 @@ import (
 	"time"
 
 	"github.com/nixos2docker/nixos2docker/e2e/harness"
-	"github.com/nixos2docker/nixos2docker/internal/testenv"
 )
 
 // Environment variables hack/systemd-e2e sets: root filesystem tars from hack/systemd-build.
@@ -66,34 +64,12 @@ func (fs *figures) add(f figure) {
 }
 
 func TestSystemdInDocker(t *testing.T) {
-	stockTar, patchedTar := os.Getenv(envStock), os.Getenv(envPatched)
-	if stockTar == "" || patchedTar == "" {
-		msg := fmt.Sprintf("needs %s and %s: run hack/systemd-e2e, which builds stock and patched systemd and a Docker engine", envStock, envPatched)
-		if testenv.InCI() {
-			t.Fatal(msg + " (CI is set: not skipping)")
-		}
-		t.Skip(msg)
-	}
+	stockTar := needEnv(t, envStock, "hack/systemd-e2e, which builds stock and patched systemd and a Docker engine")
+	patchedTar := needEnv(t, envPatched, "hack/systemd-e2e")
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Minute)
 	defer cancel()
 
-	e, err := harness.StartEngine(ctx, os.Stderr)
-	if err != nil {
-		t.Fatalf("starting the Docker engine: %v", err)
-	}
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-		defer cancel()
-		if !e.Started() {
-			return
-		}
-		if err := e.Stop(ctx, os.Stderr); err != nil {
-			t.Errorf("taking the engine down: %v", err)
-		}
-		if left, err := e.Leftovers(ctx); err != nil || left != "" {
-			t.Errorf("the engine left something behind: %s %v", left, err)
-		}
-	})
+	e := dockerEngine(ctx, t, "")
 	before, err := e.Snapshot(ctx)
 	if err != nil {
 		t.Fatal(err)
@@ -337,16 +313,7 @@ func TestSystemdInDocker(t *testing.T) {
 		})
 	})
 
-	t.Run("no-leftovers", func(t *testing.T) {
-		after, diff, err := e.WaitNoLeftovers(ctx, before, 15*time.Second)
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Logf("after: %s", after)
-		if diff != "" {
-			t.Errorf("the test left things behind in the engine:\n%s", diff)
-		}
-	})
+	noLeftovers(ctx, t, e, before)
 }
 
 // figureResult is README's row for a patched-image figure of this test.
