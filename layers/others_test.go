@@ -48,6 +48,26 @@ func newPlainGraph(paths []Path) *plainGraph {
 	return g
 }
 
+// rootsFirst returns the paths in topological order, users before what they
+// reference: the roots in index order, then as Kahn's algorithm frees them.
+func (g *plainGraph) rootsFirst() []int32 {
+	indeg := make([]int, len(g.paths))
+	var topo []int32
+	for i := range g.paths {
+		if indeg[i] = len(g.users[i]); indeg[i] == 0 {
+			topo = append(topo, int32(i))
+		}
+	}
+	for k := 0; k < len(topo); k++ {
+		for _, j := range g.refs[topo[k]] {
+			if indeg[j]--; indeg[j] == 0 {
+				topo = append(topo, j)
+			}
+		}
+	}
+	return topo
+}
+
 // reach returns the paths reachable from i through next, i excluded.
 func reach(next [][]int32, i int32, seen []int32, stamp int32) []int32 {
 	var out []int32
@@ -264,26 +284,14 @@ func onePerPath(paths []Path, order []string, maxLayers int) []Layer {
 func popularityOrder(paths []Path) ([]string, map[string]float64) {
 	n := len(paths)
 	g := newPlainGraph(paths)
-	indeg := make([]int, n)
-	for i := range n {
-		indeg[i] = len(g.users[i])
-	}
-	var topo []int32
-	for i := range n {
-		if indeg[i] == 0 {
-			topo = append(topo, int32(i))
-		}
-	}
+	topo := g.rootsFirst()
 	routes := make([]float64, n) // root-to-N path counts
 	for _, i := range topo {
-		routes[i] = 1
-	}
-	for k := 0; k < len(topo); k++ {
-		for _, j := range g.refs[topo[k]] {
-			routes[j] += routes[topo[k]]
-			if indeg[j]--; indeg[j] == 0 {
-				topo = append(topo, j)
-			}
+		if len(g.users[i]) == 0 {
+			routes[i] = 1
+		}
+		for _, j := range g.refs[i] {
+			routes[j] += routes[i]
 		}
 	}
 	words := (n + 63) / 64
@@ -340,27 +348,12 @@ func nix2container(paths []Path, _ string, maxLayers int) []Layer {
 }
 
 func nix2containerOrder(paths []Path) []string {
-	n := len(paths)
 	g := newPlainGraph(paths)
-	indeg := make([]int, n)
-	for i := range n {
-		indeg[i] = len(g.users[i])
-	}
-	var topo []int32
-	for i := range n {
-		if indeg[i] == 0 {
-			topo = append(topo, int32(i))
-		}
-	}
-	score := make([]float64, n)
-	for k := 0; k < len(topo); k++ {
-		i := topo[k]
+	score := make([]float64, len(paths))
+	for _, i := range g.rootsFirst() {
 		score[i]++
 		for _, j := range g.refs[i] {
 			score[j] += score[i]
-			if indeg[j]--; indeg[j] == 0 {
-				topo = append(topo, j)
-			}
 		}
 	}
 	order, _ := rank(paths, score)
