@@ -218,7 +218,7 @@ func (b *build) image(ctx context.Context, p ocispecs.Platform, rerun bool) (*do
 		// a missing store path could no longer be answered below.
 		err = out.Evaluate(ctx)
 	}
-	if err != nil && strings.Contains(err.Error(), nix2llb.MissingExit) && !rerun {
+	if nix2llb.IsMissing(err) && !rerun {
 		// A layer step found the store cache without its paths: the cache
 		// was pruned while the Nix step stayed cached. Run it again, once.
 		return b.image(ctx, p, true)

@@ -3,12 +3,14 @@ package nix2llb
 import (
 	"crypto/rand"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"os"
 	"strconv"
 	"time"
 
 	"github.com/moby/buildkit/client/llb"
+	gatewayapi "github.com/moby/buildkit/frontend/gateway/pb"
 	dockerspec "github.com/moby/docker-image-spec/specs-go/v1"
 	"github.com/nixos2docker/nixos2docker/imagemodel"
 	"github.com/nixos2docker/nixos2docker/imagespec"
@@ -35,12 +37,16 @@ type ImageInput struct {
 const LayerDir = "/nixos2docker-layer"
 
 // A layer step whose paths are not in the store cache (pruned while the Nix
-// step stayed cached) says so and exits with code 3; BuildKit's error names
-// the code (MissingExit), and the frontend then runs the Nix step again.
-const (
-	missingCode = "3"
-	MissingExit = "did not complete successfully: exit code: " + missingCode
-)
+// step stayed cached) says so and exits with MissingExit; BuildKit's error
+// carries the code (IsMissing), and the frontend then runs the Nix step again.
+const MissingExit = 3
+
+// IsMissing says whether err is a layer step's exit for paths missing from
+// the store cache: BuildKit's typed exit error, kept through the gateway.
+func IsMissing(err error) bool {
+	var exit *gatewayapi.ExitError
+	return errors.As(err, &exit) && exit.ExitCode == MissingExit
+}
 
 // layerScript copies the store paths it is given into the layer with their
 // modes, not following symbolic links, hard links (nix-store --optimise) as
@@ -50,7 +56,7 @@ const (
 // the layers below stay as they are.
 //
 //	sh -c layerScript nixos2docker-layer LAYERDIR STORETIME PATH…
-const layerScript = `set -eu
+var layerScript = `set -eu
 out=$1 t=$2
 shift 2
 missing=
@@ -59,7 +65,7 @@ for p in "$@"; do
 done
 if [ -n "$missing" ]; then
 	echo "nixos2docker: not in the Nix store cache (pruned while the Nix step stayed cached; the frontend runs it again):$missing" >&2
-	exit ` + missingCode + `
+	exit ` + strconv.Itoa(MissingExit) + `
 fi
 echo "nixos2docker: copying $# store paths:" "$@" >&2
 mkdir -p "$out/nix/store"

@@ -2,6 +2,7 @@ package nix2llb_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"slices"
@@ -10,6 +11,7 @@ import (
 	"time"
 
 	"github.com/moby/buildkit/client/llb"
+	gatewayapi "github.com/moby/buildkit/frontend/gateway/pb"
 	"github.com/moby/buildkit/solver/pb"
 	"github.com/moby/buildkit/util/apicaps"
 	"github.com/nixos2docker/nixos2docker/frontend/nix2llb"
@@ -483,4 +485,23 @@ func TestLayeringCaps(t *testing.T) {
 		}
 	}
 	t.Logf("merged needs %v; stacked %v", merged, stacked)
+}
+
+// IsMissing recognises a layer step's exit for missing store paths by BuildKit's typed exit
+// error, wrapped or not, and nothing else.
+func TestIsMissing(t *testing.T) {
+	for _, tt := range []struct {
+		err  error
+		want bool
+	}{
+		{&gatewayapi.ExitError{ExitCode: nix2llb.MissingExit}, true},
+		{fmt.Errorf("solve: %w", &gatewayapi.ExitError{ExitCode: nix2llb.MissingExit}), true},
+		{&gatewayapi.ExitError{ExitCode: 1}, false},
+		{errors.New(`process "/bin/sh -c …" did not complete successfully: exit code: 3`), false},
+		{nil, false},
+	} {
+		if got := nix2llb.IsMissing(tt.err); got != tt.want {
+			t.Errorf("IsMissing(%v) = %v, want %v", tt.err, got, tt.want)
+		}
+	}
 }
